@@ -80,8 +80,11 @@ DISC_GENERIC_SCT = Code("SCT", "360499006", "Intervertebral disc structure")
 
 
 def next_vertebra(value: int) -> int | None:
-    """The vertebra caudal to ``value`` in :data:`CRANIOCAUDAL_ORDER` (None after the sacrum)."""
-    order = CRANIOCAUDAL_ORDER
+    """The vertebra caudal to ``value`` in a spine without transitional vertebrae (None after the sacrum).
+
+    T13 is followed by L1 and L6 by the sacrum; pass the lower level to :func:`disc_name` when it is transitional.
+    """
+    order = [v for v in CRANIOCAUDAL_ORDER if v not in (T13, L6) or v == value]
     if value not in order:
         raise LabelError(f"{value} is not a vertebra label (VerSe numbering 1-26, 28)")
     index = order.index(value)

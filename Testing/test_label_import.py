@@ -24,7 +24,7 @@ def test_totalsegmentator_total_levels_in_anatomical_order(shared_data):
     present = [v for v in lb.CRANIOCAUDAL_ORDER if (result.spine.array == v).any()]
     assert present == [18, 19, 20, 21, 22, 23, 24, 26]  # T11 ... L5, sacrum (+S1 merged)
     heights = [_superior_mm(result.spine, result.spine.array == v) for v in present]
-    assert all(a > b for a, b in zip(heights, heights[1:])), heights  # each level below the previous one
+    assert all(a > b for a, b in zip(heights, heights[1:], strict=False)), heights  # each level below the previous one
     assert (result.spine.array == lb.CORD).sum() > 0
     muscles = result.muscles.array
     # psoas and autochthon: odd labels on the patient's left (LPS +x)

@@ -227,7 +227,7 @@ def parse_level(name: str) -> int:
 
 
 def parse_level_range(text: str) -> list[int]:
-    """"T10-S1" to the VerSe labels in cranio-caudal order (T13/L6 only when named as an end)."""
+    """ "T10-S1" to the VerSe labels in cranio-caudal order (T13/L6 only when named as an end)."""
     try:
         first, last = (part.strip() for part in text.split("-"))
     except ValueError:

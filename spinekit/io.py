@@ -261,6 +261,9 @@ def atomic_path(path: str | os.PathLike) -> Path:
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs must be readable like any other file
     return Path(tmp)
 
 

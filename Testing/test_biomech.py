@@ -1,0 +1,218 @@
+"""Biomech stage: OpenSim model validity against in-vivo data, strength and risk numbers, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("opensim")
+
+from spinekit.biomech import constants as C  # noqa: E402
+from spinekit.biomech import risk as R  # noqa: E402
+from spinekit.biomech import strength as S  # noqa: E402
+from spinekit.biomech.anatomy import (  # noqa: E402
+    MuscleMeasure,
+    SubjectAnatomy,
+    anatomy_from_labels,
+    check_sides,
+    generic_anatomy,
+    lps_to_opensim,
+    opensim_to_lps,
+)
+from spinekit.biomech.model import build_model  # noqa: E402
+from spinekit.biomech.solve import solve_task  # noqa: E402
+from spinekit.biomech.tasks import TASKS, parse_task  # noqa: E402
+from spinekit.errors import InputError  # noqa: E402
+from spinekit.io import Volume  # noqa: E402
+
+VALIDATION_TASKS = ("standing", "flexed_standing", "flexion60_5kg", "lift20_close", "lift20_roundback")
+
+
+@pytest.fixture(scope="module")
+def generic_model():
+    return build_model(generic_anatomy("male", 175.0, 70.0, age=50))
+
+
+@pytest.fixture(scope="module")
+def solved(generic_model):
+    return {name: solve_task(generic_model, TASKS[name]) for name in VALIDATION_TASKS}
+
+
+def test_every_validation_task_converges(solved):
+    for name, result in solved.items():
+        assert result.converged, (name, result.notes)
+        assert result.max_reserve_nm < C.RESERVE_ABS_LIMIT_NM
+        assert 0.0 <= result.max_activation <= 1.0 + 1e-3
+
+
+def test_standing_l4l5_compression_in_published_range(solved):
+    value = solved["standing"].compression("L4/L5")
+    low, high = C.STANDING_L4L5_RANGE_N
+    assert low <= value <= high, value
+    # Upright standing: about the weight above L4/L5 (~52 % of 686 N) plus a small extensor force.
+    assert value > 0.5 * 70 * C.GRAVITY
+
+
+@pytest.mark.parametrize("task", ["flexed_standing", "lift20_close", "lift20_roundback"])
+def test_l4l5_ratio_tracks_wilke_1999(solved, task):
+    ratio = solved[task].compression("L4/L5") / solved["standing"].compression("L4/L5")
+    target = C.WILKE_1999_PRESSURE_MPA[task] / C.WILKE_1999_PRESSURE_MPA["standing"]
+    assert abs(ratio / target - 1.0) <= C.WILKE_RATIO_TOLERANCE, (task, ratio, target)
+
+
+def test_loads_increase_with_hand_load(generic_model):
+    base = TASKS["flexion60_5kg"]
+    values = [
+        solve_task(generic_model, replace(base, left_hand_kg=kg, right_hand_kg=kg)).compression("L4/L5")
+        for kg in (0.0, 5.0, 10.0)
+    ]
+    assert values[0] < values[1] < values[2], values
+
+
+def test_loads_increase_with_flexion(generic_model, solved):
+    values = [solved["standing"].compression("L4/L5")]
+    for angle in (20.0, 40.0, 60.0):
+        values.append(
+            solve_task(generic_model, replace(TASKS["standing"], trunk_flexion_deg=angle)).compression("L4/L5")
+        )
+    assert all(a < b for a, b in zip(values[:-1], values[1:], strict=True)), values
+
+
+def test_lateral_bending_task_converges_with_lateral_shear(generic_model):
+    result = solve_task(generic_model, TASKS["lateral20_5kg"])
+    assert result.converged, result.notes
+    standing_like = result.levels.set_index("level")
+    assert abs(standing_like.loc["L4/L5", "shear_lateral_N"]) > 1.0
+
+
+def test_user_task_parsing():
+    task = parse_task("carry:flex=10,left=3,right=0")
+    assert task.trunk_flexion_deg == 10 and task.left_hand_kg == 3 and task.right_hand_kg == 0
+    coords = task.coordinates()
+    lumbar = sum(coords[f"{j}_FE"] for j in ("L1_L2", "L2_L3", "L3_L4", "L4_L5", "L5_S1"))
+    assert np.isclose(lumbar + coords["pelvis_tilt"], np.radians(10))
+    with pytest.raises(InputError):
+        parse_task("bad:flex=200")
+    with pytest.raises(InputError):
+        parse_task("nonsense")
+
+
+def test_lps_opensim_round_trip():
+    p = np.array([[10.0, -20.0, 30.0]])
+    o = lps_to_opensim(p)
+    assert np.allclose(o, [[0.020, 0.030, -0.010]])  # X anterior = -y, Y superior = z, Z right = -x
+    assert np.allclose(opensim_to_lps(o), p)
+
+
+# --- strength and risk ---------------------------------------------------------------------------------------
+
+
+def test_regression_value_for_known_inputs():
+    reg = S.DEFAULT_REGRESSION
+    assert np.isclose(S.qct_strength(150.0, 1400.0), reg.slope * 150.0 * 14.0 + reg.intercept)
+    assert np.isnan(S.qct_strength(np.nan, 1400.0))
+    assert 0 < reg.r2 < 1
+
+
+def test_calibrations():
+    cal = S.phantomless_calibration(muscle_hu=50.0, fat_hu=-100.0)
+    assert np.isclose(cal.vbmd(50.0), S.MUSCLE_EQUIVALENT_MG_CM3)
+    assert np.isclose(cal.vbmd(-100.0), S.FAT_EQUIVALENT_MG_CM3)
+    assert np.isclose(cal.slope, 0.8)
+    assert np.isclose(S.phantom_calibration(0.8, 2.0).vbmd(100.0), 82.0)
+    with pytest.raises(InputError):
+        S.phantomless_calibration(muscle_hu=10.0, fat_hu=0.0)
+    with pytest.raises(InputError):
+        S.phantom_calibration(50.0, 0.0)
+
+
+def test_reference_strength_falls_with_age_and_lesions():
+    young = S.reference_strength("L3", "female", 35)
+    old = S.reference_strength("L3", "female", 80)
+    assert young > old > 0
+    assert np.isclose(S.lesion_adjusted(5000.0, 0.3), 3500.0)
+    assert S.lesion_adjusted(5000.0, 0.0) == 5000.0
+
+
+def test_risk_threshold_and_transition_zone():
+    assert R.classify(0.5) == "low"
+    assert R.classify(0.85) == "transition"
+    assert R.classify(1.0) == "transition"
+    assert R.classify(1.19) == "transition"
+    assert R.classify(1.25) == "high"
+    assert R.classify(float("nan")) == ""
+    assert np.isclose(R.factor_of_risk(3000.0, 4000.0), 0.75)
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "height, weight, age", [(1.75, 70.0, 50.0), (175.0, 700.0, 50.0), (175.0, 20.0, 50.0), (250.0, 80.0, 50.0)]
+)
+def test_unrealistic_anthropometry_is_refused(height, weight, age):
+    with pytest.raises(InputError):
+        generic_anatomy("male", height, weight, age)
+
+
+def test_bad_sex_is_refused():
+    with pytest.raises(InputError):
+        generic_anatomy("x", 175.0, 70.0)
+
+
+def _box_spine(levels: dict[int, float]) -> Volume:
+    """Vertebra-like boxes (30 x 40 x 25 mm) centred at the given S coordinates, 2 mm voxels, identity LPS."""
+    array = np.zeros((120, 40, 40), np.int16)
+    for label, s in levels.items():
+        k = int(s / 2)
+        array[k - 6 : k + 6, 10:30, 12:28] = label
+    return Volume(array, (2.0, 2.0, 2.0))
+
+
+def test_fewer_than_two_lumbar_levels_is_refused():
+    with pytest.raises(InputError, match="at least two"):
+        anatomy_from_labels(_box_spine({22: 120.0}), None, None, "male", 50, 175, 70)
+
+
+def test_missing_muscles_fall_back_with_flag():
+    anatomy = anatomy_from_labels(_box_spine({22: 100.0, 23: 140.0}), None, None, "male", 50, 175, 70)
+    assert any("no muscle labels" in f for f in anatomy.flags)
+    assert any("outside the field of view" in f for f in anatomy.flags)
+    assert set(anatomy.vertebrae) >= {20, 21, 22, 23, 24}
+
+
+def test_left_right_swap_is_detected():
+    anatomy = generic_anatomy("male", 175, 70)
+    g = anatomy.vertebrae[23]
+    left_axis = np.cross(g.superior, g.anterior)
+    wrong = {
+        ("psoas", "left", "L4"): MuscleMeasure(1500.0, g.centroid_lps - 40 * left_axis),
+        ("psoas", "right", "L4"): MuscleMeasure(1500.0, g.centroid_lps + 40 * left_axis),
+    }
+    with pytest.raises(InputError, match="left/right swap"):
+        check_sides(wrong, anatomy.vertebrae)
+    fixed, flags = check_sides(wrong, anatomy.vertebrae, on_swap="swap")
+    assert flags and fixed[("psoas", "left", "L4")].centroid_lps[0] > g.centroid_lps[0]
+    right, no_flags = check_sides(fixed, anatomy.vertebrae)
+    assert not no_flags
+
+
+def test_measured_muscle_area_sets_force(generic_model):
+    anatomy = generic_anatomy("male", 175, 70)
+    g = anatomy.vertebrae[23]
+    left_axis = np.cross(g.superior, g.anterior)
+    muscles = {
+        ("psoas", "left", "L4"): MuscleMeasure(2000.0, g.centroid_lps + 45 * left_axis + 10 * g.anterior),
+        ("psoas", "right", "L4"): MuscleMeasure(1000.0, g.centroid_lps - 45 * left_axis + 10 * g.anterior),
+    }
+    built = build_model(SubjectAnatomy(**{**anatomy.__dict__, "muscles": muscles}))
+    force = {
+        side: sum(s.max_force for s in built.muscles if s.group == "psoas" and s.side == side)
+        for side in ("left", "right")
+    }
+    assert np.isclose(force["left"], 20.0 * C.SPECIFIC_TENSION_N_PER_CM2)
+    assert np.isclose(force["right"], 10.0 * C.SPECIFIC_TENSION_N_PER_CM2)
+    generic = sum(s.max_force for s in generic_model.muscles if s.group == "psoas" and s.side == "left")
+    assert not np.isclose(generic, force["left"])

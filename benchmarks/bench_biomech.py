@@ -1,0 +1,44 @@
+"""Benchmark: build the generic model and solve every default task; must stay under 30 s on 2 cores.
+
+Prints the total and its ratio to a baseline measured in the same run (building the model and solving standing only).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from spinekit.biomech.anatomy import generic_anatomy  # noqa: E402
+from spinekit.biomech.model import build_model  # noqa: E402
+from spinekit.biomech.solve import solve_task  # noqa: E402
+from spinekit.biomech.tasks import DEFAULT_TASKS, TASKS  # noqa: E402
+
+LIMIT_S = 30.0
+
+
+def main() -> int:
+    anatomy = generic_anatomy("male", 175.0, 70.0)
+    start = time.perf_counter()
+    built = build_model(anatomy)
+    solve_task(built, TASKS["standing"])
+    baseline = time.perf_counter() - start
+    start = time.perf_counter()
+    built = build_model(anatomy)
+    results = [solve_task(built, TASKS[name]) for name in DEFAULT_TASKS]
+    total = time.perf_counter() - start
+    converged = sum(r.converged for r in results)
+    print(f"build + solve {len(results)} default tasks: {total:.2f} s ({converged}/{len(results)} converged)")
+    print(f"baseline (build + standing only): {baseline:.2f} s; ratio {total / baseline:.2f}")
+    for r in results:
+        print(
+            f"  {r.task.name:18s} L4/L5 compression {r.compression('L4/L5'):7.0f} N  "
+            f"max reserve {r.max_reserve_nm:.2f} N m"
+        )
+    assert total <= LIMIT_S, f"{total:.1f} s exceeds {LIMIT_S} s"
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

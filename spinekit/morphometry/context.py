@@ -1,0 +1,126 @@
+"""Per-subject cache of what every measure needs: frames, body crops, disc crops, level planes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spinekit import labels as lab
+from spinekit.io import Volume
+from spinekit.morphometry.frames import VertebraFrame, frames_and_bodies
+from spinekit.morphometry.geometry import SMOOTH_VOXELS, Crop, crop_mask, label_slices, unit
+from spinekit.morphometry.heights import HeightResult, heights_along
+
+
+@dataclass(frozen=True)
+class LevelPlane:
+    """A measurement plane: through a disc's mid-point or a vertebra's mid-height, normal to the local axis."""
+
+    name: str  # "L4/L5" for a disc level, "L4" for a vertebral mid-height
+    kind: str  # "disc" or "vertebra"
+    label: int  # disc label (100 + upper) or vertebra label
+    centre: np.ndarray
+    normal: np.ndarray  # local superior axis
+    anterior: np.ndarray
+    method: str
+
+
+@dataclass
+class SpineModel:
+    """Frames, body and disc masks (cropped, float) and height results of one spine label map."""
+
+    spine: Volume
+    frames: dict[int, VertebraFrame]
+    order: list[int]
+    bodies: dict[int, Crop] = field(default_factory=dict)
+    discs: dict[int, Crop] = field(default_factory=dict)
+    heights: dict[int, HeightResult] = field(default_factory=dict)
+    boxes: dict[int, tuple[slice, slice, slice]] = field(default_factory=dict)
+
+    def lower_neighbour(self, label: int) -> int | None:
+        """Next vertebra present caudally (skips missing levels, so L5 -> S1 without L6)."""
+        index = self.order.index(label)
+        return self.order[index + 1] if index + 1 < len(self.order) else None
+
+    def disc_axis(self, upper: int, lower: int) -> tuple[np.ndarray, np.ndarray]:
+        """Local spine axis (mean of the two vertebrae's superior axes) and anterior axis at a disc."""
+        frames = [self.frames[v] for v in (upper, lower) if v in self.frames and v != lab.SACRUM]
+        superior = unit(np.mean([f.superior for f in frames], axis=0))
+        anterior = np.mean([f.anterior for f in frames], axis=0)
+        anterior = unit(anterior - np.dot(anterior, superior) * superior)
+        return superior, anterior
+
+    def planes(self) -> list[LevelPlane]:
+        """Mid-height plane of every vertebra with a body and mid-disc plane of every adjacent pair."""
+        planes = []
+        for v in self.order:
+            frame = self.frames[v]
+            if v != lab.SACRUM and np.all(np.isfinite(frame.body_centroid_lps)):
+                planes.append(
+                    LevelPlane(
+                        frame.name,
+                        "vertebra",
+                        v,
+                        frame.body_centroid_lps,
+                        frame.superior,
+                        frame.anterior,
+                        "vertebral mid-height plane (body centroid, body axis)",
+                    )
+                )
+            lower = self.lower_neighbour(v)
+            if v == lab.SACRUM or lower is None:
+                continue
+            superior, anterior = self.disc_axis(v, lower)
+            disc = lab.disc_label(v)
+            name = f"{frame.name}/{self.frames[lower].name}"
+            if disc in self.discs:
+                centre = self.discs[disc].volume.index_to_lps(
+                    np.argwhere(self.discs[disc].volume.array >= 0.5)[:, ::-1].mean(axis=0)
+                )
+                method = "mid-disc plane (disc centroid, mean axis of adjacent vertebrae)"
+            else:
+                centre = _midpoint(self.frames[v], self.frames[lower])
+                if centre is None:
+                    continue
+                method = "mid-disc plane (midpoint of adjacent body centroids)"
+            planes.append(LevelPlane(name, "disc", disc, centre, superior, anterior, method))
+        return planes
+
+
+def _midpoint(upper: VertebraFrame, lower: VertebraFrame) -> np.ndarray | None:
+    a = upper.body_centroid_lps
+    b = lower.body_centroid_lps if np.all(np.isfinite(lower.body_centroid_lps)) else None
+    if not np.all(np.isfinite(a)):
+        return None
+    if b is None:
+        return None
+    return 0.5 * (a + b)
+
+
+def build_spine_model(spine: Volume) -> SpineModel:
+    """Frames, body crops and height results of every vertebra; crops of every disc."""
+    frames, bodies = frames_and_bodies(spine)
+    order = [v for v in lab.CRANIOCAUDAL_ORDER if v in frames]
+    model = SpineModel(spine, frames, order)
+    boxes = label_slices(spine.array)
+    model.boxes = boxes
+    for v in order:
+        if v == lab.SACRUM:
+            model.bodies[v] = crop_mask(spine, spine.array == v, box=boxes[v])
+            continue
+        if v not in bodies:
+            continue
+        body, sub_volume = bodies[v]
+        crop = crop_mask(sub_volume, body, smooth=SMOOTH_VOXELS)
+        crop = Crop(crop.volume, frames[v].touches_border)
+        model.bodies[v] = crop
+        frame = frames[v]
+        if np.all(np.isfinite(frame.body_centroid_lps)):
+            model.heights[v] = heights_along(
+                crop.volume, frame.body_centroid_lps, frame.superior, frame.anterior, frame.right
+            )
+    for value, box in boxes.items():
+        if lab.is_disc(value):
+            model.discs[value] = crop_mask(spine, spine.array == value, box=box, smooth=SMOOTH_VOXELS)
+    return model

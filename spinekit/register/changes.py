@@ -1,0 +1,323 @@
+"""What changed in one vertebra between baseline and follow-up, measured in the baseline frame after registration.
+
+The follow-up vertebra is carried into the baseline grid by its own rigid transform (through its signed distance
+map, so the shape is resampled without nearest-neighbour staircase), and every measure is taken with the baseline's
+frame, body centroid and measurement lines, so a change is a change of the bone, not of where it was measured:
+
+* volume of the whole vertebra (mm³ and %);
+* anterior / middle / posterior body heights along the vertebra's superior axis at 85/50/15 % of the depth
+  (:func:`spinekit.morphometry.heights.heights_along`, TotalSegmentator positions) and their loss (mm and %);
+* Genant grade at both times: the semi-quantitative grade of the shape ratios (:func:`genant_grade`) and, at
+  follow-up, the incident-deformity grade of the largest height loss relative to the same vertebra at baseline
+  (Genant et al. 1993, J Bone Miner Res 8:1137: 20-25 % grade 1, 25-40 % grade 2, > 40 % grade 3);
+* mean intensity of the trabecular body (≥ 1.5 mm inside the bone surface, clear of the cortex and partial volume),
+  as HU for CT and vBMD when a calibration is given (:class:`spinekit.biomech.strength.Calibration`);
+* lesion volume inside the vertebra when lesion maps are given (any non-zero lesion voxel inside the level).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from spinekit.io import Volume
+from spinekit.labels import VERTEBRA_NAMES
+from spinekit.register.geometry import crop_to_label, signed_distance
+from spinekit.tables import Measurement, missing
+
+#: Depth inside the bone surface (mm) from which the trabecular mean is taken (clears a 1 mm cortex and the
+#: partial-volume rim of 1-1.5 mm voxels).
+TRABECULAR_INSET_MM = 1.5
+#: The follow-up body is the aligned follow-up vertebra within this distance (mm) of the baseline body, so a body
+#: that bulges (retropulsion, blastic growth) is still measured whole, while the posterior elements are not.
+BODY_REGION_MARGIN_MM = 3.0
+#: Incident Genant grades from height loss relative to baseline (Genant et al. 1993, Fig. 1).
+GENANT_LOSS_THRESHOLDS = (0.20, 0.25, 0.40)
+POSITIONS = ("anterior", "middle", "posterior")
+#: How far (mm) a follow-up height line looks for the body from the baseline point (a 40 % collapse of a 30 mm
+#: body moves an endplate by 12 mm).
+LINE_SEARCH_MM = 15.0
+METHOD_SHAPE = "baseline frame after per-vertebra rigid registration"
+
+
+@dataclass
+class AlignedLevel:
+    """One level on a baseline crop: baseline masks and the follow-up carried into it."""
+
+    reference: sitk.Image
+    baseline_vertebra: np.ndarray
+    followup_vertebra: np.ndarray
+    baseline_distance: np.ndarray
+    followup_distance: np.ndarray
+    body: np.ndarray | None
+
+
+def align_level(
+    baseline_spine: Volume,
+    followup_spine: Volume,
+    label: int,
+    transform: sitk.Transform,
+    followup_label: int | None = None,
+    body_mask: np.ndarray | None = None,
+    margin_mm: float = 10.0,
+) -> AlignedLevel:
+    """The level's baseline crop with the follow-up vertebra resampled into it by ``transform``."""
+    fixed = crop_to_label(baseline_spine.to_sitk() == label, margin_mm)
+    fixed_distance = sitk.GetArrayFromImage(signed_distance(fixed))
+    moving = crop_to_label(followup_spine.to_sitk() == (followup_label or label), margin_mm + 10.0)
+    moved = sitk.Resample(signed_distance(moving), fixed, transform, sitk.sitkLinear, 1e3)
+    followup_distance = sitk.GetArrayFromImage(moved)
+    body = None
+    if body_mask is not None:
+        body_image = baseline_spine.with_array(np.asarray(body_mask, dtype=np.uint8)).to_sitk()
+        body = sitk.GetArrayFromImage(sitk.Resample(body_image, fixed, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+    return AlignedLevel(
+        reference=fixed,
+        baseline_vertebra=sitk.GetArrayFromImage(fixed) > 0,
+        followup_vertebra=followup_distance < 0,
+        baseline_distance=fixed_distance,
+        followup_distance=followup_distance,
+        body=body,
+    )
+
+
+def _crop_volume(reference: sitk.Image, array: np.ndarray) -> Volume:
+    return Volume(
+        array.astype(np.float32),
+        reference.GetSpacing(),
+        reference.GetOrigin(),
+        np.asarray(reference.GetDirection()).reshape(3, 3),
+    )
+
+
+def body_regions(aligned: AlignedLevel) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline body and the aligned follow-up body (follow-up bone within the margin of the baseline body)."""
+    if aligned.body is None:
+        raise ValueError("no body mask")
+    body_image = sitk.GetImageFromArray(aligned.body.astype(np.uint8))
+    body_image.CopyInformation(aligned.reference)
+    near = sitk.GetArrayFromImage(
+        sitk.SignedMaurerDistanceMap(body_image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    )
+    return aligned.body, aligned.followup_vertebra & (near <= BODY_REGION_MARGIN_MM)
+
+
+def level_changes(
+    baseline_spine: Volume,
+    followup_spine: Volume,
+    label: int,
+    transform: sitk.Transform,
+    *,
+    followup_label: int | None = None,
+    body_mask: np.ndarray | None = None,
+    frame=None,
+    baseline_image: Volume | None = None,
+    followup_image: Volume | None = None,
+    baseline_lesions: Volume | None = None,
+    followup_lesions: Volume | None = None,
+    calibration=None,
+    intensity_reason: str = "",
+) -> list[Measurement]:
+    """Tidy rows of one level's change (see the module docstring for each measure).
+
+    Args:
+        baseline_spine / followup_spine: label maps; ``followup_label`` when the level is numbered differently.
+        transform: baseline point -> follow-up point for this level.
+        body_mask, frame: the baseline body (spine grid) and its :class:`VertebraFrame` (heights are NaN without).
+        baseline_image / followup_image: intensities for the trabecular mean (omit, or give ``intensity_reason``
+            when they cannot be compared, e.g. CT against MRI).
+        baseline_lesions / followup_lesions: lesion maps on the respective grids.
+        calibration: object with ``vbmd(hu)`` (e.g. :class:`spinekit.biomech.strength.Calibration`).
+    """
+    name = VERTEBRA_NAMES.get(label, str(label))
+    rows: list[Measurement] = []
+    flabel = followup_label or label
+
+    def add(metric: str, value: float, unit: str, method: str = METHOD_SHAPE, reason: str = "") -> None:
+        if reason or value is None or not np.isfinite(value):
+            rows.append(missing(name, label, metric, unit, method, reason or "not measurable"))
+        else:
+            rows.append(Measurement(name, label, metric, float(value), unit, method))
+
+    v0 = float((baseline_spine.array == label).sum() * baseline_spine.voxel_volume_mm3)
+    v1 = float((followup_spine.array == flabel).sum() * followup_spine.voxel_volume_mm3)
+    add("volume_baseline", v0, "mm3", "voxel count x voxel volume")
+    add("volume_followup", v1, "mm3", "voxel count x voxel volume")
+    add("volume_change", v1 - v0, "mm3", "follow-up - baseline")
+    add("volume_change_percent", 100.0 * (v1 - v0) / v0 if v0 else math.nan, "%", "follow-up / baseline - 1")
+
+    aligned = align_level(baseline_spine, followup_spine, label, transform, flabel, body_mask)
+    rows.extend(_height_rows(name, label, aligned, frame))
+    rows.extend(
+        _intensity_rows(name, label, aligned, transform, baseline_image, followup_image, calibration, intensity_reason)
+    )
+    if baseline_lesions is not None or followup_lesions is not None:
+        l0 = _lesion_volume(baseline_lesions, baseline_spine, label)
+        l1 = _lesion_volume(followup_lesions, followup_spine, flabel)
+        add("lesion_volume_baseline", l0, "mm3", "lesion voxels inside the level")
+        add("lesion_volume_followup", l1, "mm3", "lesion voxels inside the level")
+        add("lesion_volume_change", l1 - l0, "mm3", "follow-up - baseline")
+    return rows
+
+
+def _lesion_volume(lesions: Volume | None, spine: Volume, label: int) -> float:
+    if lesions is None:
+        return math.nan
+    if lesions.array.shape != spine.array.shape:
+        from spinekit.io import resample_labels_to
+
+        lesions = resample_labels_to(lesions, spine)
+    return float(((lesions.array > 0) & (spine.array == label)).sum() * spine.voxel_volume_mm3)
+
+
+def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Measurement]:
+    from spinekit.morphometry.body import genant_grade
+    from spinekit.morphometry.heights import heights_along
+
+    units = {"height": "mm", "loss": "mm", "percent": "%", "grade": "grade"}
+    if aligned.body is None or frame is None or not aligned.body.any():
+        reason = "vertebral body could not be separated from the posterior elements"
+        rows = []
+        for pos in POSITIONS:
+            for metric, unit in ((f"height_{pos}_baseline", "mm"), (f"height_{pos}_followup", "mm"),
+                                 (f"height_loss_{pos}", "mm"), (f"height_loss_{pos}_percent", "%")):  # fmt: skip
+                rows.append(missing(name, label, metric, unit, METHOD_SHAPE, reason))
+        for metric in ("genant_grade_baseline", "genant_grade_followup", "genant_grade_change"):
+            rows.append(missing(name, label, metric, units["grade"], "Genant 1993", reason))
+        return rows
+    body0, body1 = body_regions(aligned)
+    points = _crop_points(aligned.reference, body0)
+    centre = points.mean(axis=0)
+    axes = (np.asarray(frame.superior), np.asarray(frame.anterior), np.asarray(frame.right))
+    h0 = heights_along(_crop_volume(aligned.reference, body0), centre, *axes)
+    h1 = _heights_on_lines(_crop_volume(aligned.reference, body1), h0, axes[0], axes[2])
+    rows: list[Measurement] = []
+    losses = []
+    for pos in POSITIONS:
+        a, b = h0.heights.get(pos, math.nan), h1.heights.get(pos, math.nan)
+        loss = a - b
+        losses.append(loss / a if a > 0 else math.nan)
+        for metric, value, unit in (
+            (f"height_{pos}_baseline", a, "mm"),
+            (f"height_{pos}_followup", b, "mm"),
+            (f"height_loss_{pos}", loss, "mm"),
+            (f"height_loss_{pos}_percent", 100.0 * loss / a if a > 0 else math.nan, "%"),
+        ):
+            reason = "" if np.isfinite(value) else (h1.reason or h0.reason or "height line did not cross the body")
+            rows.append(
+                Measurement(name, label, metric, value, unit, METHOD_SHAPE, reason)
+                if not reason
+                else missing(name, label, metric, unit, METHOD_SHAPE, reason)
+            )
+    g0 = genant_grade(*(h0.heights.get(p, math.nan) for p in POSITIONS))[0]
+    g1_shape = genant_grade(*(h1.heights.get(p, math.nan) for p in POSITIONS))[0]
+    finite = [x for x in losses if np.isfinite(x)]
+    g1_loss = float(sum(max(finite) >= t for t in GENANT_LOSS_THRESHOLDS)) if finite else math.nan
+    g1 = np.nanmax([g1_shape, g1_loss]) if np.isfinite([g1_shape, g1_loss]).any() else math.nan
+    method = "Genant 1993: shape ratios; follow-up also height loss vs baseline"
+    for metric, value in (
+        ("genant_grade_baseline", g0),
+        ("genant_grade_followup", g1),
+        ("genant_grade_change", g1 - g0),
+    ):
+        if np.isfinite(value):
+            rows.append(Measurement(name, label, metric, float(value), "grade", method))
+        else:
+            rows.append(missing(name, label, metric, "grade", method, "heights not measurable"))
+    return rows
+
+
+def _heights_on_lines(mask: Volume, baseline, superior: np.ndarray, right: np.ndarray):
+    """Heights of ``mask`` on the baseline's own measurement lines (same points, same axis).
+
+    The follow-up depth is not re-measured: a collapsed body would move the 15/50/85 % points. Each line searches
+    up to :data:`LINE_SEARCH_MM` for the body, since a collapsed endplate can drop below the baseline point.
+    """
+    from spinekit.morphometry.geometry import line_extents
+    from spinekit.morphometry.heights import LATERAL_OFFSETS_MM, HeightResult
+    from spinekit.morphometry.heights import POSITIONS as FRACTIONS
+
+    result = HeightResult(heights={name: math.nan for name in FRACTIONS})
+    if baseline.depth_segment is None:
+        result.reason = baseline.reason or "baseline depth line not found"
+        return result
+    posterior_end, anterior_end = (np.asarray(p, dtype=float) for p in baseline.depth_segment)
+    offsets = np.asarray(LATERAL_OFFSETS_MM, dtype=float)
+    for name, fraction in FRACTIONS.items():
+        point = posterior_end + fraction * (anterior_end - posterior_end)
+        points = point[None, :] + offsets[:, None] * np.asarray(right)[None, :]
+        low, high = line_extents(mask, points, superior, search_mm=LINE_SEARCH_MM)
+        extent = high - low
+        if np.all(~np.isfinite(extent)):
+            result.reason = f"no follow-up body on the {name} height line"
+            continue
+        result.heights[name] = float(np.nanmedian(extent))
+    return result
+
+
+def _crop_points(reference: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    index = np.argwhere(mask)[:, ::-1].astype(float)
+    origin = np.asarray(reference.GetOrigin())
+    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
+    return origin + (index * np.asarray(reference.GetSpacing())) @ direction.T
+
+
+def _intensity_rows(
+    name: str,
+    label: int,
+    aligned: AlignedLevel,
+    transform: sitk.Transform,
+    baseline_image: Volume | None,
+    followup_image: Volume | None,
+    calibration,
+    reason: str,
+) -> list[Measurement]:
+    metrics = [
+        ("mean_hu_body_baseline", "HU"),
+        ("mean_hu_body_followup", "HU"),
+        ("mean_hu_body_change", "HU"),
+        ("vbmd_body_baseline", "mg/cm3"),
+        ("vbmd_body_followup", "mg/cm3"),
+        ("vbmd_body_change", "mg/cm3"),
+    ]
+    method = f"mean >= {TRABECULAR_INSET_MM} mm inside the body surface"
+    if not reason and (baseline_image is None or followup_image is None):
+        reason = "no baseline and follow-up images given"
+    if not reason and aligned.body is None:
+        reason = "vertebral body could not be separated from the posterior elements"
+    if reason:
+        return [missing(name, label, m, u, method, reason) for m, u in metrics]
+    body0, body1 = body_regions(aligned)
+    inner0 = body0 & (aligned.baseline_distance <= -TRABECULAR_INSET_MM)
+    inner1 = body1 & (aligned.followup_distance <= -TRABECULAR_INSET_MM)
+    base = sitk.GetArrayFromImage(
+        sitk.Resample(
+            baseline_image.to_sitk(), aligned.reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+        )  # fmt: skip
+    )
+    follow = sitk.GetArrayFromImage(
+        sitk.Resample(followup_image.to_sitk(), aligned.reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    )
+    if not inner0.any() or not inner1.any():
+        return [missing(name, label, m, u, method, "body thinner than the trabecular inset") for m, u in metrics]
+    m0, m1 = float(base[inner0].mean()), float(follow[inner1].mean())
+    rows = [
+        Measurement(name, label, "mean_hu_body_baseline", m0, "HU", method),
+        Measurement(name, label, "mean_hu_body_followup", m1, "HU", method),
+        Measurement(name, label, "mean_hu_body_change", m1 - m0, "HU", method),
+    ]
+    if calibration is None:
+        why = "no HU -> vBMD calibration given (pass a phantom or phantomless calibration)"
+        rows += [missing(name, label, m, u, method, why) for m, u in metrics[3:]]
+    else:
+        b0, b1 = calibration.vbmd(m0), calibration.vbmd(m1)
+        cal = f"{method}; {getattr(calibration, 'method', 'calibration')}"
+        rows += [
+            Measurement(name, label, "vbmd_body_baseline", b0, "mg/cm3", cal),
+            Measurement(name, label, "vbmd_body_followup", b1, "mg/cm3", cal),
+            Measurement(name, label, "vbmd_body_change", b1 - b0, "mg/cm3", cal),
+        ]
+    return rows

@@ -132,8 +132,34 @@ def test_reference_strength_falls_with_age_and_lesions():
     young = S.reference_strength("L3", "female", 35)
     old = S.reference_strength("L3", "female", 80)
     assert young > old > 0
-    assert np.isclose(S.lesion_adjusted(5000.0, 0.3), 3500.0)
+    # Costa 2020: 4 % lesion volume -> 3 % loss, 35 % -> 30 % (the two ends the rule's slope is taken from).
+    assert np.isclose(1 - S.lesion_adjusted(1.0, 0.35), 0.30 - 0.03 + 0.04 * S.LYTIC_SLOPE, atol=1e-9)
+    assert np.isclose(S.lesion_adjusted(5000.0, 0.31), 5000.0 * (1 - 0.27))
     assert S.lesion_adjusted(5000.0, 0.0) == 5000.0
+
+
+def test_strength_method_says_coefficients_are_unverified():
+    reg = S.DEFAULT_REGRESSION
+    assert "UNVERIFIED" in reg.name
+    assert np.isclose(reg.r2, 0.83**2, atol=0.005)  # Singer 1995: r = 0.83 for density x mid-vertebral CSA
+    assert "Singer 1995" in reg.source
+
+
+def test_load_to_strength_ratios_in_published_ranges(solved):
+    """Generic 70 kg man, vBMD 120 mg/cm³, reference CSA: peak L1-L4 ratio per task inside the published range.
+
+    The ranges (constants.PUBLISHED_LSR_RANGES) are the brief's figures, NOT verified against the papers' text.
+    """
+    peaks = {}
+    for task, (low, high) in C.PUBLISHED_LSR_RANGES.items():
+        ratios = []
+        for vertebra in ("L1", "L2", "L3", "L4"):
+            strength = S.qct_strength(C.LSR_CHECK_VBMD_MG_CM3, S.REFERENCE_CSA_MM2[vertebra])
+            ratios.append(R.factor_of_risk(R.vertebral_load(solved[task].levels, vertebra), strength))
+        peaks[task] = max(ratios)
+        assert low <= peaks[task] <= high, (task, ratios)
+        assert all(r < C.RISK_THRESHOLD * (1 - C.RISK_TRANSITION) for r in ratios)  # "low" risk when healthy
+    assert peaks["standing"] * 3 < min(peaks["flexion60_5kg"], peaks["lift20_roundback"])
 
 
 def test_risk_threshold_and_transition_zone():

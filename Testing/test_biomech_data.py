@@ -1,7 +1,8 @@
-"""Biomech stage on real label maps (../shared/data) and through the CLI on a small phantom."""
+"""Biomech stage on real label maps (../shared/data), a user's own .osim, and through the CLI on a small phantom."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,12 +11,31 @@ import pytest
 
 pytest.importorskip("opensim")
 
-from spinekit.biomech.anatomy import anatomy_from_labels  # noqa: E402
+from spinekit.biomech import strength as S  # noqa: E402
+from spinekit.biomech.anatomy import anatomy_from_labels, generic_anatomy  # noqa: E402
+from spinekit.biomech.base_model import NO_MUSCLES_NOTE, load_base_model, read_name_map  # noqa: E402
+from spinekit.biomech.model import build_model  # noqa: E402
 from spinekit.biomech.pipeline import internal_calibration, run_biomech  # noqa: E402
+from spinekit.biomech.solve import solve_task  # noqa: E402
 from spinekit.biomech.tasks import TASKS  # noqa: E402
 from spinekit.io import read_labels, read_volume  # noqa: E402
 
-DATA_TASKS = [TASKS[n] for n in ("standing", "flexion60_5kg", "lift20_roundback", "lateral20_5kg")]
+DATA_TASKS = [TASKS[n] for n in ("standing", "flexion60_5kg", "lateral20_5kg")]
+CHRISTOPHY_SKELETON = "opensim/passenger_model/Christophy2012_axialRotationUpd_skeletonOnly.osim"
+
+
+@pytest.fixture(scope="module")
+def lesion_phantom():
+    """3 mm phantom T12-S1 (spine field of view) with a 10 mm lytic lesion in L3."""
+    phantom = pytest.importorskip("spinekit.phantom")
+    config = replace(
+        phantom.PhantomConfig(),
+        spacing=(3.0, 3.0, 3.0),
+        levels="T12-S1",
+        field_of_view="spine",
+        lesions=({"level": "L3", "kind": "lytic", "radius_mm": 10.0},),
+    )
+    return phantom.make_phantom(config)
 
 
 def test_ct_lumbar_3mm_with_muscles_converges(shared_data):
@@ -26,7 +46,10 @@ def test_ct_lumbar_3mm_with_muscles_converges(shared_data):
     converted = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator")
     anatomy = anatomy_from_labels(converted.spine, converted.muscles, image, "male", 55, 175, 80, subject="ct3mm")
     assert {20, 21, 22, 23, 24} <= set(anatomy.bodies)
-    assert any(g == "autochthon" for g, _s, _l in anatomy.muscles)
+    # Muscle sections come from spinekit.morphometry.muscles: autochthon at every lumbar level, 15-35 cm² per side.
+    autochthon = {lv: m.csa_mm2 for (g, _s, lv), m in anatomy.muscles.items() if g == "autochthon"}
+    assert {"L1", "L2", "L3", "L4", "L5"} <= set(autochthon)
+    assert all(1500 < a < 3500 for a in autochthon.values()), autochthon
     calibration = internal_calibration(image, converted.muscles)
     assert 0.5 < calibration.slope < 1.5
     result = run_biomech(anatomy, DATA_TASKS, calibration)
@@ -37,22 +60,60 @@ def test_ct_lumbar_3mm_with_muscles_converges(shared_data):
     assert result.results[1].compression("L4/L5") > 2 * standing
     strength = result.strength[result.strength["metric"] == "vbmd"]
     assert strength["value"].between(40, 300).all(), strength
+    assert result.strength["method"].str.contains("UNVERIFIED").all()
     assert result.risk["factor_of_risk"].between(0.01, 2.0).all()
 
 
 def test_verse004_spine_only_converges_with_reference_strength(shared_data):
     path = next((shared_data / "verse004_labels").glob("*vert_msk.nii*"))
     anatomy = anatomy_from_labels(read_labels(path), None, None, "female", 60, 165, 60, modality="MRI")
-    result = run_biomech(anatomy, DATA_TASKS[:2])
+    result = run_biomech(anatomy, DATA_TASKS[:1])
     assert all(res.converged for res in result.results)
     assert any("not patient-specific" in f for f in result.flags)
     assert any("no muscle labels" in f for f in result.flags)
 
 
-def test_cli_on_phantom_writes_all_outputs(tmp_path):
-    phantom = pytest.importorskip("spinekit.phantom")
-    ph = phantom.make_phantom(replace(phantom.PhantomConfig(), spacing=(3.0, 3.0, 3.0), levels="T12-S1"))
-    paths = ph.write(tmp_path / "phantom")
+def test_christophy_skeleton_as_base_model_matches_built_in(shared_data):
+    """The user's .osim (Christophy 2012 skeleton, no muscles) gets our muscle set and agrees with our model."""
+    anatomy = generic_anatomy("male", 175.0, 70.0, age=60)
+    built = load_base_model(shared_data / CHRISTOPHY_SKELETON, anatomy)
+    assert built.model.getMuscles().getSize() == 76
+    assert any("fascicles added onto the base model" in f for f in built.flags)
+    ours = build_model(anatomy)
+    for name in ("standing", "flexion60_5kg"):
+        theirs = solve_task(built, TASKS[name])
+        assert theirs.converged, (name, theirs.notes)
+        mine = solve_task(ours, TASKS[name]).compression("L4/L5")
+        # Same muscles and masses on a different skeleton (their lordosis, joint axes, coupling): within 15 %.
+        assert abs(theirs.compression("L4/L5") / mine - 1) < 0.15, (name, theirs.compression("L4/L5"), mine)
+    assert set(theirs.levels["level"]) == {"L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2"}
+
+
+def test_base_model_without_mappable_bodies_is_flagged_not_converged(shared_data, tmp_path):
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"bodies": {"L3": "no_such_body"}}))
+    anatomy = generic_anatomy("female", 165.0, 60.0, age=70)
+    built = load_base_model(shared_data / CHRISTOPHY_SKELETON, anatomy, read_name_map(mapping))
+    assert built.model.getMuscles().getSize() == 0
+    result = solve_task(built, TASKS["standing"])
+    assert not result.converged and NO_MUSCLES_NOTE in result.notes
+    assert 200 < result.compression("L4/L5") < 1000  # reserves still balance the trunk weight
+
+
+def test_lytic_lesion_fraction_is_measured(lesion_phantom):
+    truth = lesion_phantom.truth
+    anatomy = anatomy_from_labels(
+        lesion_phantom.spine, None, lesion_phantom.image, "male", 60, 175, 75, lesions=lesion_phantom.lesions
+    )
+    expected = truth["lesions"][0]["volume_mm3"] / truth["vertebrae"]["L3"]["body_volume_mm3"]
+    measured = anatomy.bodies[22].lesion_fraction
+    assert abs(measured - expected) < 0.15 * expected, (measured, expected)  # 0.107 vs 0.111 at 3 mm
+    assert anatomy.bodies[21].lesion_fraction == 0.0 and anatomy.bodies[23].lesion_fraction == 0.0
+    assert any("lytic lesion" in f for f in anatomy.flags)
+
+
+def test_cli_on_phantom_writes_all_outputs(tmp_path, lesion_phantom):
+    paths = lesion_phantom.write(tmp_path / "phantom")
     from spinekit.biomech.cli import biomech_files
 
     written = biomech_files(
@@ -66,16 +127,22 @@ def test_cli_on_phantom_writes_all_outputs(tmp_path):
         image_path=paths["image"],
         tasks=["standing", "lift:flex=30,left=5,right=5"],
         phantom_calibration=(0.8, 0.0),
+        lesions_path=paths["lesions"],
     )
     names = {p.name for p in written}
     assert {"model.osim", "loads.csv", "strength.csv", "risk.csv", "risk.png", "flags.txt"} <= names
     risk = pd.read_csv(tmp_path / "out" / "risk.csv")
     assert set(risk["task"]) == {"standing", "lift"}
     assert (risk["factor_of_risk"] > 0).all()
-    strength = pd.read_csv(tmp_path / "out" / "strength.csv")
-    vbmd = strength[strength["metric"] == "vbmd"].set_index("structure")["value"]
-    truth = ph.truth["vertebrae"]["L3"]["trabecular_bmd_mg_cm3"]
-    assert np.isclose(vbmd["L3"], truth, rtol=0.15), (vbmd["L3"], truth)
+    table = pd.read_csv(tmp_path / "out" / "strength.csv").set_index(["structure", "metric"])["value"]
+    truth = lesion_phantom.truth["vertebrae"]["L3"]["trabecular_bmd_mg_cm3"]
+    # Lesion voxels are left out of the density, so L3 keeps the phantom's vBMD ...
+    assert np.isclose(table["L3", "vbmd"], truth, rtol=0.15), (table["L3", "vbmd"], truth)
+    # ... and loses strength only through its lytic fraction (Costa 2020 slope).
+    fraction = table["L3", "lytic_fraction"]
+    assert fraction > 0.02 and table["L2", "lytic_fraction"] == 0
+    intact = S.qct_strength(table["L3", "vbmd"], table["L3", "csa"])
+    assert np.isclose(table["L3", "strength"], intact * (1 - S.LYTIC_SLOPE * fraction), rtol=1e-6)
     import opensim as osim
 
     model = osim.Model(str(tmp_path / "out" / "model.osim"))

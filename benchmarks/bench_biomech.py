@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -36,6 +37,21 @@ def main() -> int:
             f"  {r.task.name:18s} L4/L5 compression {r.compression('L4/L5'):7.0f} N  "
             f"max reserve {r.max_reserve_nm:.2f} N m"
         )
+    skeleton = Path(__file__).resolve().parents[2] / "shared" / "data" / "opensim" / "passenger_model"
+    skeleton = skeleton / "Christophy2012_axialRotationUpd_skeletonOnly.osim"
+    if skeleton.exists():
+        from spinekit.biomech.base_model import load_base_model
+
+        start = time.perf_counter()
+        base = load_base_model(skeleton, anatomy)
+        base_results = [solve_task(base, TASKS[name]) for name in DEFAULT_TASKS]
+        base_total = time.perf_counter() - start
+        print(f"--base-model Christophy skeleton + our muscles: {base_total:.2f} s; ratio {base_total / total:.2f}")
+        for r, ours in zip(base_results, results, strict=True):
+            print(
+                f"  {r.task.name:18s} L4/L5 {r.compression('L4/L5'):7.0f} N "
+                f"(built-in {ours.compression('L4/L5'):7.0f} N)  {'converged' if r.converged else 'NOT converged'}"
+            )
     assert total <= LIMIT_S, f"{total:.1f} s exceeds {LIMIT_S} s"
     return 0
 

@@ -186,28 +186,40 @@ def _slab(points: np.ndarray, centre: np.ndarray, normal: np.ndarray, half: floa
 
 
 def _muscle_sections(
-    muscles: Volume, vertebrae: dict[int, VertebraGeometry]
+    muscles: Volume, spine: Volume, frames: dict, levels: list[int]
 ) -> tuple[dict[tuple[str, str, str], MuscleMeasure], list[str]]:
-    """Cross-sectional area and centroid of each muscle label in a slab through each vertebral body centroid."""
-    from spinekit.morphometry.geometry import voxel_points_lps
+    """CSA and 2D centroid of each muscle label on the mid-height plane of each lumbar level.
 
+    Delegates to :func:`spinekit.morphometry.muscles.muscle_cross_sections` (one implementation of muscle sections
+    in the project): plane through the vertebral body centroid normal to the body's superior axis, label map
+    resampled on the plane at 0.5 mm. Sections that the morphometry marks NaN (muscle reaching the image border,
+    label absent) are left out and flagged.
+    """
+    from spinekit.morphometry.context import SpineModel
+    from spinekit.morphometry.muscles import muscle_cross_sections
+
+    subset = {v: frames[v] for v in levels}
+    table = muscle_cross_sections(muscles, spine, model=SpineModel(spine, subset, list(levels)))
+    names = {lab.VERTEBRA_NAMES[v] for v in levels}
     out: dict[tuple[str, str, str], MuscleMeasure] = {}
     flags: list[str] = []
-    present = set(np.unique(muscles.array).tolist()) - {0}
-    thickness = slab_mm(muscles)
-    for value in sorted(present):
-        if value not in lab.MUSCLES:
+    for value, rows in table.groupby("label"):
+        if int(value) not in lab.MUSCLES:
             continue
-        info = lab.MUSCLES[value]
-        points = voxel_points_lps(muscles, muscles.array == value)
-        for label, geom in vertebrae.items():
-            sel = _slab(points, geom.centroid_lps, geom.superior, thickness / 2.0)
-            if sel.sum() < 3:
+        info = lab.MUSCLES[int(value)]
+        for structure, section in rows.groupby("structure"):
+            level = str(structure).rsplit(" ", 1)[-1]
+            if level not in names:
                 continue
-            area = sel.sum() * muscles.voxel_volume_mm3 / thickness
-            out[(info.group, info.side, lab.VERTEBRA_NAMES[label])] = MuscleMeasure(
-                float(area), points[sel].mean(axis=0)
-            )
+            metric = section.set_index("metric")
+            area = float(metric["value"].get("csa_mm2", math.nan))
+            if not np.isfinite(area):
+                reason = str(metric["reason"].get("csa_mm2", ""))
+                if reason and "absent" not in reason:
+                    flags.append(f"{info.name} at {level}: no cross-section ({reason})")
+                continue
+            centroid = np.array([float(metric["value"][f"centroid_{a}_lps"]) for a in "xyz"])
+            out[(info.group, info.side, level)] = MuscleMeasure(area, centroid)
     return out, flags
 
 
@@ -242,13 +254,21 @@ def check_sides(
     return swapped, [message + "; labels exchanged"]
 
 
-def _trabecular_hu(image: Volume, body_mask: np.ndarray, geom: VertebraGeometry) -> float:
-    """Median HU of the body's core: inset by TRABECULAR_INSET_MM, mid-height slab of 10 mm."""
+def _trabecular_hu(
+    image: Volume, body_mask: np.ndarray, geom: VertebraGeometry, lesion_mask: np.ndarray | None = None
+) -> float:
+    """Median HU of the body's core: inset by TRABECULAR_INSET_MM, mid-height slab of 10 mm, lesions left out.
+
+    Lesion voxels are excluded so that a lytic defect lowers strength once (through its volume fraction), not
+    twice (also through a lower density of the remaining bone).
+    """
     from scipy import ndimage
 
     from spinekit.morphometry.geometry import voxel_points_lps
 
     inside = ndimage.distance_transform_edt(body_mask, sampling=image.spacing[::-1]) > TRABECULAR_INSET_MM
+    if lesion_mask is not None:
+        inside &= ~lesion_mask
     points = voxel_points_lps(image, inside)
     if len(points) < 5:
         return math.nan
@@ -269,13 +289,23 @@ def anatomy_from_labels(
     modality: str = "CT",
     on_swap: str = "error",
     subject: str = "",
+    lesions: Volume | None = None,
+    lytic_labels: tuple[int, ...] | None = None,
 ) -> SubjectAnatomy:
     """Measure the subject's anatomy from its label maps (and image for bone density).
 
     Vertebral frames come from :func:`spinekit.morphometry.frames.frames_and_bodies`; body CSA is the area of the
-    body mask in a 4 mm slab through its centroid normal to its superior axis; muscle CSA and centroid likewise
-    through each vertebral body centroid. Lumbar levels outside the field of view are extrapolated from the nearest
-    measured one with the generic spacing and flagged.
+    body mask in a 4 mm slab through its centroid normal to its superior axis; muscle CSA and centroid on the
+    mid-height plane of each lumbar vertebra (:func:`spinekit.morphometry.muscles.muscle_cross_sections`). Lumbar
+    levels outside the field of view are extrapolated from the nearest measured one with the generic spacing and
+    flagged.
+
+    Args:
+        lesions: optional lesion label map (any grid; resampled nearest-neighbour onto each body's crop). The lytic
+            lesion volume fraction of each body is (lesion voxels inside the body mask) / (body voxels), in physical
+            volume; lesion voxels are also left out of the trabecular density.
+        lytic_labels: values of ``lesions`` that are lytic; None = every non-zero value (blastic lesions do not
+            lower strength under the rule used, so give their values here to exclude them).
     """
     from spinekit.morphometry.frames import frames_and_bodies
     from spinekit.morphometry.geometry import voxel_points_lps
@@ -305,13 +335,16 @@ def anatomy_from_labels(
             thickness = slab_mm(spine)
             n = _slab(pts, vertebrae[v].centroid_lps, vertebrae[v].superior, thickness / 2).sum()
             csa = n * spine.voxel_volume_mm3 / thickness
+            lesion_mask, fraction = _lesion_mask(lesions, lytic_labels, crop, mask)
             hu = math.nan
             if image is not None and modality.upper() == "CT":
                 from spinekit.io import resample_like
 
                 sub_image = resample_like(image, crop.with_array(mask.astype(np.uint8)))
-                hu = _trabecular_hu(sub_image, mask, vertebrae[v])
-            bodies[v] = BodyMeasure(csa_mm2=float(csa) if n else math.nan, trabecular_hu=hu)
+                hu = _trabecular_hu(sub_image, mask, vertebrae[v], lesion_mask)
+            bodies[v] = BodyMeasure(csa_mm2=float(csa) if n else math.nan, trabecular_hu=hu, lesion_fraction=fraction)
+            if fraction > 0:
+                flags.append(f"{f.name}: lytic lesion {100 * fraction:.1f} % of the body volume")
     generic = generic_vertebrae(sex, height_cm)
     for v in LUMBAR:
         if v in vertebrae:
@@ -331,7 +364,7 @@ def anatomy_from_labels(
     if muscles is None or not np.any(muscles.array):
         flags.append("no muscle labels: generic Christophy 2012 muscle forces and lines of action")
     else:
-        muscle_measures, extra = _muscle_sections(muscles, {v: vertebrae[v] for v in lumbar})
+        muscle_measures, extra = _muscle_sections(muscles, spine, frames, lumbar)
         flags += extra
         muscle_measures, swap_flags = check_sides(muscle_measures, vertebrae, on_swap)
         flags += swap_flags
@@ -342,6 +375,21 @@ def anatomy_from_labels(
     return SubjectAnatomy(
         sex, age, height_cm, weight_kg, vertebrae, bodies, muscle_measures, tuple(flags), modality.upper(), subject
     )
+
+
+def _lesion_mask(
+    lesions: Volume | None, lytic_labels: tuple[int, ...] | None, crop: Volume, body: np.ndarray
+) -> tuple[np.ndarray | None, float]:
+    """Lytic voxels on a body's crop grid and their share of the body volume (0.0 without lesions)."""
+    if lesions is None:
+        return None, 0.0
+    from spinekit.io import resample_like
+
+    values = resample_like(lesions, crop.with_array(body.astype(np.uint8)), is_label=True).array
+    lytic = np.isin(values, lytic_labels) if lytic_labels is not None else values > 0
+    lytic &= body
+    total = int(body.sum())
+    return lytic, (float(lytic.sum()) / total if total else 0.0)
 
 
 def _basis(g: VertebraGeometry) -> np.ndarray:

@@ -12,8 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-from spinekit.errors import InputError
-
 log = logging.getLogger(__name__)
 
 
@@ -40,8 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("SLOPE", "INTERCEPT"),
         help="QCT phantom calibration: vBMD = SLOPE * HU + INTERCEPT (mg/cm3); default phantomless",
     )
+    parser.add_argument("--lesions", type=Path, help="lytic lesion label map (non-zero = lytic)")
     parser.add_argument("--fix-sides", action="store_true", help="exchange left/right muscle labels when swapped")
-    parser.add_argument("--base-model", type=Path, help="use this .osim instead of building one (see docs)")
+    parser.add_argument(
+        "--base-model",
+        type=Path,
+        help="personalise and solve this .osim (e.g. a Christophy/Bruno lumbar or thoracolumbar model) instead of "
+        "building one; names are mapped by spinekit.biomech.base_model.DEFAULT_NAME_MAP",
+    )
+    parser.add_argument(
+        "--name-map",
+        type=Path,
+        help="JSON overriding entries of the base-model name map: "
+        '{"bodies": {"L5": "lumbar5", "thorax": "torso", ...}, "joints": {"L4/L5": "L4_L5_IVDjnt", ...}, '
+        '"coordinates": {"lumbar_flexion": ["flex_extension", -1], ...}}',
+    )
     parser.add_argument("--subject", default="", help="subject identifier written into the tables")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -61,6 +72,9 @@ def biomech_files(
     fix_sides: bool = False,
     subject: str = "",
     progress=None,
+    lesions_path: Path | None = None,
+    base_model: Path | None = None,
+    name_map_path: Path | None = None,
 ) -> list[Path]:
     """Read the label maps, run the stage and write its files; returns their paths."""
     from spinekit.biomech import strength as S
@@ -74,6 +88,7 @@ def biomech_files(
     image = read_volume(image_path) if image_path else None
     spine = read_labels(spine_path)
     muscles = read_labels(muscles_path) if muscles_path else None
+    lesions = read_labels(lesions_path) if lesions_path else None
     if image is not None and not image.same_grid(spine):
         spine = resample_labels_to(spine, image)
     if muscles is not None and not muscles.same_grid(spine):
@@ -89,6 +104,7 @@ def biomech_files(
         modality=modality,
         on_swap="swap" if fix_sides else "error",
         subject=subject,
+        lesions=lesions,
     )
     calibration = None
     if modality == "CT" and image is not None:
@@ -97,7 +113,12 @@ def biomech_files(
         elif muscles is not None:
             calibration = internal_calibration(image, muscles)
     task_list = [parse_task(t) for t in (tasks or DEFAULT_TASKS)]
-    result = run_biomech(anatomy, task_list, calibration, progress)
+    name_map = None
+    if base_model is not None:
+        from spinekit.biomech.base_model import read_name_map
+
+        name_map = read_name_map(name_map_path)
+    result = run_biomech(anatomy, task_list, calibration, progress, base_model, name_map)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     osim_path = out / "model.osim"
@@ -132,11 +153,6 @@ def biomech_files(
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.base_model is not None:
-        raise InputError(
-            "--base-model is not supported yet: the built-in model is built through the OpenSim API; "
-            "run without --base-model"
-        )
     bar = tqdm(total=100, desc="biomech", unit="%")
 
     def progress(fraction: float, message: str) -> None:
@@ -160,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             args.fix_sides,
             args.subject,
             progress,
+            args.lesions,
+            args.base_model,
+            args.name_map,
         )
     finally:
         bar.close()

@@ -189,11 +189,31 @@ STANDING_L4L5_RANGE_N = (400.0, 1000.0)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Risk: factor of risk (load / strength), Hayes WC, Piazza SJ, Zysset PK (1991) Radiol Clin North Am 29:1-18;
-# Bouxsein ML et al. (2006) J Bone Miner Res 21:1475-1482: fracture expected above 1.0. The +-20 % transition zone
-# follows the uncertainty band used by Bruno AG et al. (2017) J Bone Miner Res 32:1282-1290 (assumption: stated as
-# in the brief, not re-verified here).
+# Bouxsein ML et al. (2006) J Bone Miner Res 21:1475-1482: fracture expected above 1.0. The +-20 % transition zone:
+# the biomechanical fracture threshold paper of Keaveny & Bouxsein (2008) J Bone Miner Res 23:1541 (PMC2684155,
+# doi 10.1359/jbmr.080406), abstract, verified: "a relatively narrow 'transition zone' of +-20% of the assumed
+# biomechanical fracture threshold" (Phi = 1).
 # ---------------------------------------------------------------------------------------------------------------
 RISK_THRESHOLD = 1.0
 RISK_TRANSITION = 0.20
+
+#: Published load-to-strength ratios (vertebral compressive load / QCT strength) of older adults per task type, used
+#: as a plausibility range for L1-L4 with a typical older-adult vBMD (LSR_CHECK_VBMD_MG_CM3). Sources named by the
+#: brief: Bruno AG et al. (2017) J Bone Miner Res 32:1282-1290 (female thoracolumbar model, 119 activities; its
+#: abstract, verified, says only that "the highest factor-of-risk values generally occurred in the thoracolumbar
+#: region"); Mokhtarzadeh H et al. (2021) J Bone Miner Res, "Patterns of load-to-strength ratios along the spine in
+#: a population-based cohort ..." (Framingham, 250 subjects); Anderson DE et al. (2022) Front Bioeng Biotechnol
+#: 10:866970 (natural standing, standing + weights, forward flexion + weights, lateral bending + weights, normative
+#: LSRs of 250 Framingham men and women). NOT VERIFIED: the stored text of these papers showed their abstracts only,
+#: without LSR values; the ranges are the brief's figures (standing ~0.1-0.3; flexion with weights and lifting up to
+#: ~0.6-1.0), with the lifting lower bound 0.3 chosen here. Keys are task names of spinekit.biomech.tasks.
+PUBLISHED_LSR_RANGES: dict[str, tuple[float, float]] = {
+    "standing": (0.1, 0.3),
+    "flexion60_5kg": (0.3, 1.0),
+    "lift20_roundback": (0.3, 1.0),
+}
+PUBLISHED_LSR_STATUS = "unverified: brief's figures attributed to Bruno 2017, Mokhtarzadeh 2021, Anderson 2022"
+#: Typical older-adult lumbar trabecular vBMD (mg/cm³) for the plausibility check (brief's figure; assumption).
+LSR_CHECK_VBMD_MG_CM3 = 120.0
 
 DEG = math.pi / 180.0

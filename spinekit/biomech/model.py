@@ -218,6 +218,37 @@ class BuiltModel:
     coordinates: list[str]
     joints: list[str]
     flags: list[str]
+    #: (joint, parent body, child body, level) per reported joint; None = the built-in JOINTS.
+    joint_table: list[tuple[str, str, str, str]] | None = None
+    #: Body that carries the arms and hand loads.
+    thorax_body: str = "thorax"
+    #: Shoulder centres in the thorax body's frame (m); None = from ``geometry`` and ``masses``.
+    shoulders_local: dict[str, np.ndarray] | None = None
+    #: Task -> coordinate values (rad) of the model; None = ``Task.coordinates``.
+    coordinate_map: object | None = None
+    #: Task -> tilt (rad, about +Z) of the model's ground relative to the world, for models whose pelvis is welded
+    #: to the ground: gravity and hand loads are rotated instead of the pelvis. None = no tilt.
+    ground_tilt: object | None = None
+    #: Coordinate -> joint, for the reserve limits; None = the coordinate name without its last "_" part.
+    coordinate_joint: dict[str, str] | None = None
+    #: Note added to every task result (e.g. "no muscles, reserves carry the load").
+    solve_note: str = ""
+
+    def values(self, task) -> dict[str, float]:
+        return self.coordinate_map(task) if self.coordinate_map is not None else task.coordinates()
+
+    def tilt(self, task) -> float:
+        return float(self.ground_tilt(task)) if self.ground_tilt is not None else 0.0
+
+    def reported_joints(self) -> list[tuple[str, str, str, str]]:
+        if self.joint_table is not None:
+            return self.joint_table
+        return [(j, p, c, LEVEL_OF_JOINT[j]) for j, p, c in JOINTS if j in self.joints]
+
+    def shoulder_local(self, side: str) -> np.ndarray:
+        if self.shoulders_local is not None:
+            return np.asarray(self.shoulders_local[side], float)
+        return self.geometry.frames["thorax"].to_local(self.masses.shoulders[side])
 
 
 def _vec(v) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,7 +60,10 @@ def strength_table(anatomy: SubjectAnatomy, calibration: S.Calibration | None) -
                 vbmd = calibration.vbmd(body.trabecular_hu)
         if np.isfinite(vbmd) and np.isfinite(csa):
             strength = S.qct_strength(vbmd, csa, reg)
-            method = f"QCT regression {reg.name} (R2 {reg.r2}); {calibration.method if calibration else 'vBMD given'}"
+            method = (
+                f"QCT {reg.name} (R2 {reg.r2} of the form, {reg.source}); "
+                f"{calibration.method if calibration else 'vBMD given'}"
+            )
         elif v == T12 and body is None:
             continue
         else:
@@ -69,7 +73,7 @@ def strength_table(anatomy: SubjectAnatomy, calibration: S.Calibration | None) -
         lesion = body.lesion_fraction if body is not None else 0.0
         adjusted = S.lesion_adjusted(strength, lesion)
         if lesion > 0:
-            method += f"; lytic fraction {lesion:.2f} (Silva 1993 proportional rule)"
+            method += f"; lytic fraction {lesion:.3f}: {S.LYTIC_RULE}"
         rows.append(
             {
                 "vertebra": name,
@@ -77,6 +81,7 @@ def strength_table(anatomy: SubjectAnatomy, calibration: S.Calibration | None) -
                 "vbmd_mg_cm3": vbmd,
                 "csa_mm2": csa,
                 "strength_N": adjusted,
+                "lytic_fraction": lesion,
                 "method": method,
                 "reason": reason,
             }
@@ -91,9 +96,17 @@ def run_biomech(
     tasks: list[Task],
     calibration: S.Calibration | None = None,
     progress: Callable[[float, str], None] | None = None,
+    base_model: str | os.PathLike | None = None,
+    name_map: dict | None = None,
 ) -> BiomechResult:
-    """Build the personalised model, solve ``tasks``, and compute strength and factor of risk."""
-    built = build_model(anatomy)
+    """Build the personalised model (or personalise the user's ``base_model`` .osim through ``name_map``, see
+    :mod:`spinekit.biomech.base_model`), solve ``tasks``, and compute strength and factor of risk."""
+    if base_model is not None:
+        from spinekit.biomech.base_model import load_base_model
+
+        built = load_base_model(base_model, anatomy, name_map)
+    else:
+        built = build_model(anatomy)
     results = solve_tasks(built, tasks, progress)
     strength, sflags = strength_table(anatomy, calibration)
     subject = anatomy.subject
@@ -117,6 +130,8 @@ def run_biomech(
                 )
         for _, st in strength.iterrows():
             load = R.vertebral_load(res.levels, st["vertebra"])
+            if not np.isfinite(load):
+                continue
             ratio = R.factor_of_risk(load, st["strength_N"])
             risk_rows.append(
                 {
@@ -136,8 +151,13 @@ def run_biomech(
     loads = pd.DataFrame(load_rows, columns=COLUMNS)
     strength_tidy = []
     for _, st in strength.iterrows():
-        for metric, unit in (("vbmd", "mg/cm3"), ("csa", "mm2"), ("strength", "N")):
-            key = {"vbmd": "vbmd_mg_cm3", "csa": "csa_mm2", "strength": "strength_N"}[metric]
+        for metric, unit in (("vbmd", "mg/cm3"), ("csa", "mm2"), ("lytic_fraction", "1"), ("strength", "N")):
+            key = {
+                "vbmd": "vbmd_mg_cm3",
+                "csa": "csa_mm2",
+                "lytic_fraction": "lytic_fraction",
+                "strength": "strength_N",
+            }[metric]
             value = float(st[key])
             strength_tidy.append(
                 {

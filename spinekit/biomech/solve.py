@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from spinekit.biomech import constants as C
-from spinekit.biomech.model import LEVEL_OF_JOINT, BuiltModel, quiet_opensim
+from spinekit.biomech.model import BuiltModel, quiet_opensim
 from spinekit.biomech.tasks import Task, hand_and_arm_points
 from spinekit.errors import SpinekitError
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Frames in the static "motion" (a constant posture; AnalyzeTool fits GCV splines, which need at least 6).
 N_FRAMES = 6
 DURATION_S = 0.01
+#: The analyses run at the last frame only: the posture is constant, and solving all six frames gave the same
+#: loads (to the printed digit) at ~10-20 x the time for flexed postures (measured here: 10.8 s vs 0.6 s).
 
 
 class SolveError(SpinekitError):
@@ -86,25 +88,36 @@ def _write_motion(path: Path, coordinates: list[str], values: dict[str, float]) 
     path.write_text("\n".join(header + rows) + "\n")
 
 
+def _rot_z(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def _task_model(built: BuiltModel, task: Task):
-    """Copy of the model with the task's arm weights and hand loads as PrescribedForces on the thorax."""
+    """Copy of the model with the task's arm weights and hand loads as PrescribedForces on the thorax.
+
+    A model whose pelvis is welded to its ground (``built.ground_tilt``) is tilted by rotating gravity, the arm
+    direction and the hand loads by the pelvic tilt about +Z instead (the same statics).
+    """
     import opensim as osim
 
     model = osim.Model(built.model)
+    tilt = _rot_z(built.tilt(task))
+    gravity = tilt @ np.array([0.0, -C.GRAVITY, 0.0])
+    model.setGravity(osim.Vec3(*gravity))
     state = model.initSystem()
-    values = task.coordinates()
+    values = built.values(task)
     for name in built.coordinates:
         model.updCoordinateSet().get(name).setValue(state, values[name], False)
     model.realizePosition(state)
-    thorax = model.getBodySet().get("thorax")
+    thorax = model.getBodySet().get(built.thorax_body)
     ground = model.getGround()
     loads = []
     for side, kg in (("left", task.left_hand_kg), ("right", task.right_hand_kg)):
-        shoulder_local = built.geometry.frames["thorax"].to_local(built.masses.shoulders[side])
-        sg = thorax.findStationLocationInGround(state, osim.Vec3(*shoulder_local))
+        sg = thorax.findStationLocationInGround(state, osim.Vec3(*built.shoulder_local(side)))
         shoulder = np.array([sg.get(0), sg.get(1), sg.get(2)])
         arm_com, hand = hand_and_arm_points(
-            task, shoulder, built.masses.arm_com_from_shoulder_m, built.masses.arm_length_m
+            task, shoulder, built.masses.arm_com_from_shoulder_m, built.masses.arm_length_m, tilt
         )
         loads.append((f"arm_{side}", built.masses.arm, arm_com))
         if kg > 0:
@@ -114,7 +127,8 @@ def _task_model(built: BuiltModel, task: Task):
         force = osim.PrescribedForce(name, thorax)
         force.setPointIsInGlobalFrame(False)
         force.setForceIsInGlobalFrame(True)
-        force.setForceFunctions(osim.Constant(0.0), osim.Constant(-kg * C.GRAVITY), osim.Constant(0.0))
+        fx, fy, fz = gravity * kg
+        force.setForceFunctions(osim.Constant(fx), osim.Constant(fy), osim.Constant(fz))
         force.setPointFunctions(osim.Constant(local.get(0)), osim.Constant(local.get(1)), osim.Constant(local.get(2)))
         model.addForce(force)
     model.finalizeConnections()
@@ -132,11 +146,11 @@ def solve_task(built: BuiltModel, task: Task, workdir: Path | None = None) -> Ta
         tmp.mkdir(parents=True, exist_ok=True)
         model = _task_model(built, task)
         motion = tmp / f"{task.name}_coordinates.mot"
-        _write_motion(motion, built.coordinates, task.coordinates())
+        _write_motion(motion, built.coordinates, built.values(task))
         end = DURATION_S
         so = osim.StaticOptimization()
         so.setName("StaticOptimization")
-        so.setStartTime(0.0)
+        so.setStartTime(end)
         so.setEndTime(end)
         so.setUseModelForceSet(True)
         so.setActivationExponent(2.0)
@@ -149,11 +163,11 @@ def solve_task(built: BuiltModel, task: Task, workdir: Path | None = None) -> Ta
             raise SolveError(f"static optimisation wrote no force file for task {task.name} (see OpenSim log)")
         jr = osim.JointReaction()
         jr.setName("JointReaction")
-        jr.setStartTime(0.0)
+        jr.setStartTime(end)
         jr.setEndTime(end)
         jr.setForcesFileName(str(forces_file))
         names, on, frame = osim.ArrayStr(), osim.ArrayStr(), osim.ArrayStr()
-        for joint in built.joints:
+        for joint, _parent, _child, _level in built.reported_joints():
             names.append(joint)
         on.append("child")
         frame.append("child")
@@ -172,7 +186,7 @@ def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dic
     """Per joint, the largest |moment| its muscles produce about any of its coordinates (N m) in the solution."""
     model = _task_model(built, task)
     state = model.initSystem()
-    values = task.coordinates()
+    values = built.values(task)
     coords = model.getCoordinateSet()
     for name in built.coordinates:
         coords.get(name).setValue(state, values[name], False)
@@ -180,7 +194,7 @@ def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dic
     muscles = model.getMuscles()
     scale: dict[str, float] = {}
     for name in built.coordinates:
-        if name.startswith("pelvis"):
+        if name.startswith("pelvis") or (built.coordinate_joint is not None and name not in built.coordinate_joint):
             continue
         coord = coords.get(name)
         moment = 0.0
@@ -189,7 +203,7 @@ def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dic
             force = float(forces.get(muscle.getName(), 0.0))
             if force > 1e-3:
                 moment += force * muscle.computeMomentArm(state, coord)
-        joint = name.rsplit("_", 1)[0]
+        joint = built.coordinate_joint[name] if built.coordinate_joint is not None else name.rsplit("_", 1)[0]
         scale[joint] = max(scale.get(joint, 0.0), abs(moment))
     return scale
 
@@ -204,7 +218,7 @@ def _run_tool(model, name: str, motion: Path, results: Path, end: float, analysi
     tool.setLoadModelAndInput(True)
     tool.setCoordinatesFileName(str(motion))
     tool.setLowpassCutoffFrequency(-1)
-    tool.setInitialTime(0.0)
+    tool.setInitialTime(end)
     tool.setFinalTime(end)
     tool.setResultsDir(str(results))
     try:
@@ -220,10 +234,10 @@ def _result(
 ) -> TaskResult:
     row = reaction.iloc[-1]
     levels = []
-    for joint, _parent, child in _joint_children(built):
+    for joint, _parent, child, level in built.reported_joints():
         prefix = f"{joint}_on_{child}_in_{child}_"
         fx, fy, fz = (float(row[prefix + c]) for c in ("fx", "fy", "fz"))
-        levels.append({"level": LEVEL_OF_JOINT[joint], "compression_N": fy, "shear_ap_N": -fx, "shear_lateral_N": -fz})
+        levels.append({"level": level, "compression_N": fy, "shear_ap_N": -fx, "shear_lateral_N": -fz})
     frow = forces.iloc[-1]
     muscle_forces = {s.name: float(frow[s.name]) for s in built.muscles if s.name in frow}
     reserves = {c: float(v) for c, v in frow.items() if str(c).startswith("reserve_")}
@@ -231,10 +245,13 @@ def _result(
     muscle_acts = [float(arow[s.name]) for s in built.muscles if s.name in arow]
     max_reserve = max((abs(v) for v in reserves.values()), default=0.0)
     max_act = max(muscle_acts, default=0.0)
-    notes = []
-    converged = True
+    notes = [built.solve_note] if built.solve_note else []
+    converged = not built.solve_note
     for name, value in reserves.items():
-        joint = name.removeprefix("reserve_").rsplit("_", 1)[0]
+        coord = name.removeprefix("reserve_")
+        joint = (
+            built.coordinate_joint.get(coord, coord) if built.coordinate_joint is not None else coord.rsplit("_", 1)[0]
+        )
         limit = max(C.RESERVE_ABS_LIMIT_NM, C.RESERVE_SHARE_LIMIT * scale.get(joint, 0.0))
         if abs(value) > limit:
             converged = False
@@ -248,12 +265,6 @@ def _result(
         converged = False
         notes.append("non-finite joint reaction")
     return TaskResult(task, pd.DataFrame(levels), muscle_forces, reserves, converged, max_reserve, max_act, notes)
-
-
-def _joint_children(built: BuiltModel):
-    from spinekit.biomech.model import JOINTS
-
-    return [j for j in JOINTS if j[0] in built.joints]
 
 
 def solve_tasks(built: BuiltModel, tasks: list[Task], progress=None) -> list[TaskResult]:

@@ -7,17 +7,33 @@ Sources and their status (what could and could not be checked while writing this
   Int 52:68-73; Boden SD et al. (1989) J Comput Assist Tomogr 13:1054-1058). The equivalent values used here
   (muscle +40, fat -80 mg/cm³, i.e. nominal 50 / -100 HU at ~0.8 mg/cm³ per HU) are NOMINAL ASSUMPTIONS, not copied
   from those papers; pass a phantom calibration (slope, intercept) whenever one exists.
-- Strength regression: strength grows with the product of trabecular vBMD and body cross-sectional area (the
-  "axial rigidity" form, Bouxsein ML et al. 2006 J Bone Miner Res 21:1475-1482; Buckley JM et al. 2007 Bone
-  40:767-774). The coefficients below (3.3 N per mg/cm³·cm², no intercept) could NOT be verified against a published
-  table here: they give 5-7 kN for a healthy L3 (vBMD 150, CSA 14 cm²) and ~2.8 kN for an osteoporotic one
-  (vBMD 60), the ranges of cadaveric tests. The R² reported is Buckley 2007 Table 3 for trabecular-BMD axial rigidity
-  ((EA)tBMD, R² = 0.42, thoracic vertebrae), the closest verified figure.
+- Strength regression: strength grows linearly with the product of trabecular vBMD and body cross-sectional area.
+  What was checked (stored abstracts and tables, 2025):
+  * Brinckmann P, Biggemann M, Hilweg D (1989) Prediction of the compressive strength of human lumbar vertebrae.
+    Spine 14:606-610, abstract: 98 thoracolumbar motion segments; "the compressive strength of thoracolumbar
+    vertebrae can be predicted from the product of density and end-plate area, with an error of estimate of 1 kN".
+  * Biggemann M, Hilweg D, Brinckmann P (1988) Prediction of the compressive strength of vertebral bodies of the
+    lumbar spine by quantitative computed tomography, abstract: 36 vertebrae, "a linear relationship exists between
+    the compressive strength and the product of bone density and endplate area", standard error < 0.95 kN.
+  * Singer K, Edmondston S, Day R, Breidahl P, Price R (1995) Bone 17:167-174, abstract: 306 vertebral bodies
+    T1-L5; QCT trabecular density alone r = 0.28 with strength, "improved when the trabecular density was multiplied
+    by the midvertebral body cross-sectional area (r = 0.83)". This is our exact form (mid-height CSA), so the
+    R² reported is 0.83² = 0.69.
+  * Buckley JM, Loo K, Motherway J (2007) Bone 40:767-774, Table 3 (81 thoracic vertebrae): R² 0.17 (tBMD),
+    0.42 ((EA)tBMD), 0.81 ((EA)min).
+  None of these texts showed the COEFFICIENTS. The slope used (3.3 N per mg/cm³·cm², no intercept) is an
+  UNVERIFIED ESTIMATE that approximates the magnitude of the Brinckmann 1989 / Singer 1995 cadaveric strengths
+  (it gives ~6.9 kN for a healthy L3, vBMD 150 mg/cm³ and CSA 14 cm², and ~2.8 kN at vBMD 60); every strength
+  row says so in its method column.
 - MRI only: age/sex reference vBMD (linear decline, approximate population values, ASSUMPTION) and level/sex reference
   CSA through the same regression; flagged "not patient-specific".
-- Lytic lesions: strength x (1 - lesion volume fraction), the proportional rule after Silva MJ, Hipp JA, McGowan DP,
-  Takeuchi T, Hayes WC (1993) Spine 18:2084-2090 (strength of vertebrae with simulated lytic defects falls with
-  defect size); a first-order rule, not their regression.
+- Lytic lesions: strength x (1 - k f), f the lytic volume fraction of the body, k = 0.87: the slope of the
+  linear relation of Costa MC, Campello LBB, Ryan M, Rochester J, Viceconti M, Dall'Ara E (2020) Effect of size and
+  location of simulated lytic lesions on the structural properties of human vertebral bodies, a micro-finite
+  element study. Bone Rep 12:100257, abstract: "the size of lytic lesions was linearly related with the reduction
+  in structural properties of the vertebral body (reduction of stiffness between 3% and 30% for lesion volume
+  between 4% and 35%)"; location had no clear effect. k = (0.30 - 0.03) / (0.35 - 0.04). ASSUMPTIONS: strength
+  falls like the stiffness they report, and the pairing 4 % -> 3 %, 35 % -> 30 % is read from that sentence.
 """
 
 from __future__ import annotations
@@ -79,12 +95,12 @@ class StrengthRegression:
 
 
 DEFAULT_REGRESSION = StrengthRegression(
-    name="vBMD x CSA (axial-rigidity form)",
+    name="vBMD x mid-height CSA, UNVERIFIED coefficient 3.3 N/(mg/cm3 cm2)",
     slope=3.3,
     intercept=0.0,
-    r2=0.42,
-    source="form: Bouxsein 2006, Buckley 2007; coefficients unverified (see spinekit.biomech.strength); "
-    "R2 = Buckley 2007 Table 3 (EA)tBMD",
+    r2=0.69,
+    source="form and R2 (r = 0.83): Singer 1995 Bone 17:167; Brinckmann 1989 Spine 14:606 (SEE 1 kN); "
+    "slope is an unverified estimate of their magnitude (see spinekit.biomech.strength)",
 )
 
 
@@ -111,8 +127,13 @@ def reference_strength(level: str, sex: str, age: float, regression: StrengthReg
     return qct_strength(vbmd, csa, regression)
 
 
+#: Strength lost per unit lytic volume fraction: (0.30 - 0.03) / (0.35 - 0.04), Costa et al. 2020 (module docstring).
+LYTIC_SLOPE = (0.30 - 0.03) / (0.35 - 0.04)
+LYTIC_RULE = "strength x (1 - 0.87 x lytic fraction), Costa 2020 Bone Rep 12:100257 (stiffness, microFE)"
+
+
 def lesion_adjusted(strength_n: float, lesion_fraction: float) -> float:
-    """Strength reduced in proportion to the lytic lesion volume fraction (Silva 1993 first-order rule)."""
+    """Strength reduced linearly with the lytic lesion volume fraction (Costa 2020 slope, see module docstring)."""
     if not np.isfinite(lesion_fraction) or lesion_fraction <= 0:
         return strength_n
-    return strength_n * max(0.0, 1.0 - min(1.0, lesion_fraction))
+    return strength_n * max(0.0, 1.0 - LYTIC_SLOPE * min(1.0, lesion_fraction))

@@ -147,10 +147,15 @@ def parse_task(text: str) -> Task:
     return task
 
 
-def hand_and_arm_points(task: Task, shoulder_ground, arm_com_m: float, arm_length_m: float):
-    """Arm centre of mass and hand positions in the ground for one shoulder (numpy arrays, m)."""
+def hand_and_arm_points(task: Task, shoulder_ground, arm_com_m: float, arm_length_m: float, tilt=None):
+    """Arm centre of mass and hand positions in the ground for one shoulder (numpy arrays, m).
+
+    ``tilt``: rotation (3x3) from the world to a tilted model ground (models whose pelvis is welded to the ground).
+    """
     import numpy as np
 
     a = task.arm_angle_deg * C.DEG
     direction = np.array([math.sin(a), -math.cos(a), 0.0])
+    if tilt is not None:
+        direction = np.asarray(tilt) @ direction
     return shoulder_ground + direction * arm_com_m, shoulder_ground + direction * arm_length_m

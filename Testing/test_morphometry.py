@@ -109,6 +109,29 @@ def test_seed_method_on_axis_aligned_grid() -> None:
     assert height == pytest.approx(9.0, abs=1.0)  # the disc spans 9 +- 1 voxel rows at 1 mm
 
 
+def test_seed_method_on_oblique_grid() -> None:
+    shapes = straight_spine()  # 23-degree oblique grid, spine tilted 12 degrees, 9 mm discs
+    model = build_spine_model(shapes.spine)
+    for disc in (122, 123):
+        height, reason = seed_disc_height(model, disc)
+        assert reason == ""
+        assert height == pytest.approx(9.0, abs=0.6), disc  # was 10.4 when a grid slice was used
+
+
+def test_box_height_is_its_physical_extent() -> None:
+    """A box of n slices is n x spacing high (edge to edge), not (n - 1) x spacing (centre to centre)."""
+    for spacing, slices in ((2.0, 6), (1.0, 12)):
+        array = np.zeros((int(120 / spacing), int(80 / spacing), int(80 / spacing)), np.uint8)
+        for n, label in enumerate((24, 23, 22, 21, 20)):
+            k0 = int((8 + 22 * n) / spacing)
+            array[k0 : k0 + slices, int(24 / spacing) : int(52 / spacing), int(28 / spacing) : int(52 / spacing)] = (
+                label
+            )
+        table = measure_subject(Volume(array, (spacing,) * 3, (10.0, -20.0, 30.0)))
+        for metric in ("body_height_middle", "body_height_anterior"):
+            assert value(table, "L3", metric) == pytest.approx(12.0, abs=0.1), (spacing, metric)
+
+
 def test_min_area_rectangle_rotated() -> None:
     corners = np.array([[0, 0], [10, 0], [10, 4], [0, 4]], float)
     c, s = np.cos(0.4), np.sin(0.4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from spinekit import labels as lab
 from spinekit.io import Volume
 from spinekit.morphometry.frames import VertebraFrame, frames_and_bodies
 from spinekit.morphometry.geometry import SMOOTH_VOXELS, Crop, crop_mask, label_slices, unit
-from spinekit.morphometry.heights import HeightResult, heights_along
+from spinekit.morphometry.heights import HeightResult, endplate_normals, heights_along
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ def build_spine_model(spine: Volume) -> SpineModel:
         model.bodies[v] = crop
         frame = frames[v]
         if np.all(np.isfinite(frame.body_centroid_lps)):
+            frame = _endplate_frame(crop.volume, frame)
+            frames[v] = frame
             model.heights[v] = heights_along(
                 crop.volume, frame.body_centroid_lps, frame.superior, frame.anterior, frame.right
             )
@@ -124,3 +126,29 @@ def build_spine_model(spine: Volume) -> SpineModel:
         if lab.is_disc(value):
             model.discs[value] = crop_mask(spine, spine.array == value, box=box, smooth=SMOOTH_VOXELS)
     return model
+
+
+#: Largest change (deg) of the axis accepted from the endplates; beyond it the endplates are not planar.
+MAX_ENDPLATE_CORRECTION_DEG = 15.0
+
+
+def _endplate_frame(body: Volume, frame: VertebraFrame) -> VertebraFrame:
+    """The frame with its superior axis replaced by the bisector of the fitted endplate normals.
+
+    The vertebral axis is the perpendicular to the mean endplate plane (the bisector of the two
+    endplate normals), as in radiographic vertebral morphometry (Genant et al. 1993, J Bone Miner Res
+    8:1137; Vrtovec et al. 2009, Eur Spine J 18:593). The body's principal axis that seeds it is
+    tilted by pedicle stubs and by the asymmetric (rounder anterior) footprint: 2-2.5 degrees on the
+    phantom, which moves a muscle plane 3 mm at the erector spinae.
+    """
+    first = heights_along(body, frame.body_centroid_lps, frame.superior, frame.anterior, frame.right)
+    normals = endplate_normals(body, first, frame.superior, frame.anterior, frame.right)
+    if normals is None:
+        return frame
+    axis = unit(normals[0] + normals[1])
+    if np.degrees(np.arccos(np.clip(np.dot(axis, frame.superior), -1, 1))) > MAX_ENDPLATE_CORRECTION_DEG:
+        return frame
+    anterior = unit(frame.anterior - np.dot(frame.anterior, axis) * axis)
+    right = unit(np.cross(anterior, axis))
+    method = f"{frame.axis_method}, refined to the endplate bisector"
+    return replace(frame, superior=axis, anterior=anterior, right=right, axis_method=method)

@@ -3,9 +3,10 @@
 Seed method (Hess et al. 2023, Pain Med 24:S1, "Methods": "a 3D centroid was computed on each
 segmented disc to identify its most central slice; a minimum bounding rectangle was then
 constructed around the segmentation on the center slice to extract the shortest side length"):
-the image slice closest to patient sagittal that contains the disc centroid, the minimum-area
-rectangle of the disc's pixels (rotating calipers on the convex hull of the pixel corners,
-Freeman & Shapira 1975, Commun ACM 18:409), its shorter side in mm.
+the mid-sagittal plane of the disc in physical space (through its centroid, perpendicular to the
+local right-left axis), resampled, and the minimum-area rectangle of the disc's pixels (rotating
+calipers on the convex hull of the pixel corners, Freeman & Shapira 1975, Commun ACM 18:409), its
+shorter side in mm.
 
 Local-axis method: heights at 15/50/85 % of the disc depth along the mean superior axis of the
 two adjacent vertebrae, from the disc label's extent, and independently the gap between the
@@ -21,11 +22,13 @@ from scipy.spatial import ConvexHull, QhullError
 
 from spinekit import labels as lab
 from spinekit.morphometry.context import SpineModel
-from spinekit.morphometry.geometry import line_extents
+from spinekit.morphometry.geometry import line_extents, sample
 from spinekit.morphometry.heights import LATERAL_OFFSETS_MM, POSITIONS, gaps_along, heights_along
 from spinekit.tables import Measurement, missing
 
-SEED_METHOD = "Hess 2023: min-area bounding rectangle on the central sagittal slice, shorter side"
+SEED_METHOD = "Hess 2023: min-area bounding rectangle on the central sagittal section (physical), shorter side"
+#: Pixel size (mm) of the resliced central sagittal section of the seed method.
+SEED_PIXEL_MM = 0.25
 AXIS_METHOD = "disc mask extent along local spine axis at 15/50/85 % depth"
 GAP_METHOD = "endplate-to-endplate distance along local spine axis at 15/50/85 % depth"
 
@@ -51,26 +54,44 @@ def min_area_rectangle(points_mm: np.ndarray) -> tuple[float, float, float]:
 
 
 def seed_disc_height(model: SpineModel, disc: int) -> tuple[float, str]:
-    """Disc height by the seed study's method (mm) and a reason when NaN."""
-    spine = model.spine
-    box = model.boxes.get(disc)
-    if box is None:
+    """Disc height by the seed study's method (mm) and a reason when NaN.
+
+    The "most central sagittal slice" is resliced in physical space: the plane through the disc
+    centroid perpendicular to the local right-left axis (mean of the adjacent vertebrae's frames), sampled
+    at :data:`SEED_PIXEL_MM` from the smoothed disc mask. A grid slice of an oblique image would cut
+    the disc obliquely and lengthen its short side (10.4 mm for a 9 mm disc on a 23-degree grid).
+    """
+    crop = model.discs.get(disc)
+    if crop is None:
         return math.nan, "disc label absent"
-    # Grid axis closest to patient right-left (LPS x): its slices are the sagittal ones.
-    axis = int(np.argmax(np.abs(spine.direction[0, :])))
-    k, j, i = np.nonzero(spine.array[box] == disc)
-    ijk = np.stack([i + box[2].start, j + box[1].start, k + box[0].start], axis=1)
-    centre_index = int(round(ijk[:, axis].mean()))
-    in_slice = ijk[ijk[:, axis] == centre_index]
-    if len(in_slice) < 3:
-        return math.nan, "central sagittal slice holds fewer than 3 disc pixels"
-    others = [a for a in range(3) if a != axis]
-    spacing = np.asarray(spine.spacing)[others]
-    pixels = in_slice[:, others].astype(float)
-    corners = np.concatenate(
-        [pixels + np.array(offset) for offset in ((-0.5, -0.5), (-0.5, 0.5), (0.5, -0.5), (0.5, 0.5))]
+    upper = disc - 100
+    lower = model.lower_neighbour(upper) if upper in model.frames else None
+    volume = crop.volume
+    inside = volume.array >= 0.5
+    if inside.sum() < 3:
+        return math.nan, "disc label holds fewer than 3 voxels"
+    centre = volume.index_to_lps(np.argwhere(inside)[:, ::-1].mean(axis=0))
+    if lower is not None:
+        superior, anterior = model.disc_axis(upper, lower)
+    else:
+        superior, anterior = np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
+    reach = 0.5 * float(np.linalg.norm(np.asarray(volume.array.shape) * np.asarray(volume.spacing)[::-1]))
+    offsets = np.arange(-reach, reach + SEED_PIXEL_MM / 2, SEED_PIXEL_MM)
+    grid = (
+        centre[None, None, :]
+        + offsets[None, :, None] * anterior[None, None, :]
+        + offsets[:, None, None] * superior[None, None, :]
     )
-    short, _long, _angle = min_area_rectangle(corners * spacing)
+    section = sample(volume, grid) >= 0.5
+    rows, cols = np.nonzero(section)
+    if len(rows) < 3:
+        return math.nan, "central sagittal section holds fewer than 3 disc pixels"
+    pixels = np.stack([offsets[cols], offsets[rows]], axis=1)
+    half = SEED_PIXEL_MM / 2
+    corners = np.concatenate(
+        [pixels + np.array(c) for c in ((-half, -half), (-half, half), (half, -half), (half, half))]
+    )
+    short, _long, _angle = min_area_rectangle(corners)
     return short, ""
 
 

@@ -9,9 +9,12 @@ plane within 20 deg of the slices, the native slice nearest to the plane is used
 an oblique cut through 4 mm slices is a staircase.
 
 Fat fraction: Dixon ``F / (F + W)`` per voxel, mean over the section (Reeder et al. 2012,
-J Magn Reson Imaging 36:1011, proton-density fat fraction); CT: share of section pixels within
-[-190, -30] HU (adipose range, Kvist et al. 1988, Am J Clin Nutr 48:1351; as used by Goodpaster
-et al. 2000, J Appl Physiol 89:104); MRI without Dixon: not measured (NaN with reason).
+J Magn Reson Imaging 36:1011, proton-density fat fraction); CT: the same two-compartment model on
+CT numbers, ``(HU_lean - mean HU) / (HU_lean - HU_fat)`` (muscle attenuation falls linearly with its
+lipid content, Goodpaster et al. 2000, J Appl Physiol 89:104), and separately ``imat_fraction``, the
+share of section pixels within [-190, -30] HU (adipose range, Kvist et al. 1988, Am J Clin Nutr
+48:1351); MRI without Dixon: not measured (NaN with reason). Both leave out the pixels within
+1.5 mm of the section's edge, which partial volume mixes with the surrounding fat.
 Functional CSA = CSA x (1 - fat fraction) (lean area; Fortin & Macedo 2013, Phys Ther 93:873).
 """
 
@@ -27,11 +30,20 @@ from spinekit import labels as lab
 from spinekit.errors import GridMismatchError, InputError
 from spinekit.io import Volume
 from spinekit.morphometry.context import LevelPlane, SpineModel, build_spine_model
-from spinekit.morphometry.geometry import inside_grid, label_slices, orthonormal_in_plane, plane_grid, sample
+from spinekit.morphometry.geometry import array_coordinates, label_slices, orthonormal_in_plane, sample, sample_nearest
 from spinekit.tables import Measurement, missing, to_frame
 
 #: CT adipose range (HU), Kvist et al. 1988.
 CT_FAT_HU = (-190.0, -30.0)
+#: CT numbers of the two compartments of muscle (HU): lean muscle and fat (typical values, Lamba et al. 2014,
+#: Radiographics 34:1297, table of CT numbers: muscle 35-55, fat -70 to -120 HU).
+CT_LEAN_HU = 50.0
+CT_ADIPOSE_HU = -100.0
+#: Section pixels closer than this (mm) to the section's edge are left out of intensity and fat fraction:
+#: they mix in the neighbouring fat by partial volume (at 1 mm voxels and the ~0.6 mm sigma of a CT kernel).
+PARTIAL_VOLUME_MARGIN_MM = 1.5
+#: Fewest interior pixels for the margin to apply (else the whole section is used).
+MIN_INTERIOR_PIXELS = 20
 #: An image whose minimum is below this is taken as CT in Hounsfield units (air is -1000 HU).
 CT_MIN_HU = -500.0
 #: Half-size (mm) of the square sampled on each plane: wide enough for psoas and erector spinae.
@@ -86,13 +98,16 @@ def _section_rows(
     if native is not None:
         centre, normal, method = native
     u, v = orthonormal_in_plane(normal, np.cross(plane.anterior, normal))
-    grid, _ = plane_grid(np.asarray(centre, float), u, v, _half_size(corners, centre, u, v), MUSCLE_PLANE_STEP_MM)
-    values = sample(muscles, grid, order=0).astype(np.int32)
-    outside = ~inside_grid(muscles, grid)
+    grid = _plane_patch(np.asarray(centre, float), u, v, corners)
+    coords = array_coordinates(muscles, grid)
+    values = sample_nearest(muscles.array, coords.reshape(3, -1), 0).reshape(grid.shape[:-1]).astype(np.int32)
+    upper = np.asarray(muscles.array.shape, float)[:, None, None] - 0.5
+    outside = ~np.all((coords >= -0.5) & (coords <= upper), axis=0)
     near_edge = ndimage.binary_dilation(outside, iterations=2)
     near_edge[[0, -1], :] = True
     near_edge[:, [0, -1]] = True
     pixel_area = MUSCLE_PLANE_STEP_MM**2
+    margin = max(1, int(round(PARTIAL_VOLUME_MARGIN_MM / MUSCLE_PLANE_STEP_MM)))
     for value in present:
         name = f"{lab.MUSCLES[value].name} {plane.name}" if value in lab.MUSCLES else f"muscle {value} {plane.name}"
         inside = values == value
@@ -112,19 +127,12 @@ def _section_rows(
         points = grid[inside]
         for axis, coordinate in zip("xyz", points.mean(axis=0), strict=True):
             rows.append(Measurement(name, value, f"centroid_{axis}_lps", coordinate, "mm", "2D centroid of section"))
-        if image is not None:
-            rows.append(
-                Measurement(
-                    name,
-                    value,
-                    "mean_intensity",
-                    float(sample(image, points).mean()),
-                    "HU" if source == "ct" else "a.u.",
-                    "mean of linearly resampled image",
-                )
-            )
-        ff, ff_method, reason = _fat_fraction(points, image, fat, water, source)
-        rows.append(Measurement(name, value, "fat_fraction", ff, "1", ff_method, reason))
+        interior = ndimage.binary_erosion(inside, iterations=margin)
+        if interior.sum() >= MIN_INTERIOR_PIXELS:
+            points = grid[interior]
+        rows.extend(_intensity_rows(name, value, points, image, fat, water, source, ""))
+        ff = next(r.value for r in rows[::-1] if r.metric == "fat_fraction")
+        reason = next(r.reason for r in rows[::-1] if r.metric == "fat_fraction")
         rows.append(
             Measurement(
                 name,
@@ -139,27 +147,69 @@ def _section_rows(
     return rows
 
 
-def _labelled_corners(muscles: Volume) -> np.ndarray | None:
+def _intensity_rows(
+    name: str,
+    value: int,
+    points: np.ndarray,
+    image: Volume | None,
+    fat: Volume | None,
+    water: Volume | None,
+    source: str,
+    note: str,
+) -> list[Measurement]:
+    """Mean intensity, fat fraction and (CT) adipose pixel share at LPS points of one muscle."""
+    rows = []
+    hu = None
+    if image is not None:
+        hu = sample(image, points, order=0)  # nearest: interpolation would blur fat into lean pixels
+        rows.append(
+            Measurement(
+                name,
+                value,
+                "mean_intensity",
+                float(hu.mean()),
+                "HU" if source == "ct" else "a.u.",
+                f"mean over the muscle interior{note}",
+            )
+        )
+    ff, ff_method, reason = _fat_fraction(points, hu, fat, water, source)
+    rows.append(Measurement(name, value, "fat_fraction", ff, "1", f"{ff_method}{note}", reason))
+    if source == "ct":
+        low, high = CT_FAT_HU
+        share = float(np.mean((hu >= low) & (hu <= high)))
+        method = f"CT share of pixels in [{low:g}, {high:g}] HU (Kvist 1988){note}"
+        rows.append(Measurement(name, value, "imat_fraction", share, "1", method))
+    return rows
+
+
+def _plane_patch(centre: np.ndarray, u: np.ndarray, v: np.ndarray, corners: np.ndarray | None) -> np.ndarray:
+    """LPS points (rows along ``v``, columns along ``u``) of the plane rectangle over the labelled box."""
+    if corners is None:
+        lo = np.array([-PLANE_HALF_SIZE_MM] * 2)
+        hi = -lo
+    else:
+        offsets = corners - centre
+        along = np.stack([offsets @ u, offsets @ v], axis=1)
+        lo = np.maximum(along.min(axis=0) - 5.0, -PLANE_HALF_SIZE_MM)
+        hi = np.minimum(along.max(axis=0) + 5.0, PLANE_HALF_SIZE_MM)
+    a = np.arange(lo[0], hi[0] + MUSCLE_PLANE_STEP_MM / 2, MUSCLE_PLANE_STEP_MM)
+    b = np.arange(lo[1], hi[1] + MUSCLE_PLANE_STEP_MM / 2, MUSCLE_PLANE_STEP_MM)
+    return centre[None, None, :] + a[None, :, None] * u[None, None, :] + b[:, None, None] * v[None, None, :]
+
+
+def _labelled_corners(muscles: Volume, boxes: dict[int, tuple[slice, slice, slice]]) -> np.ndarray | None:
     """LPS corners of the box holding every muscle label (None for an empty map)."""
-    box = ndimage.find_objects((muscles.array > 0).astype(np.uint8))
-    if not box or box[0] is None:
+    if not boxes:
         return None
-    (k0, k1), (j0, j1), (i0, i1) = [(sl.start, sl.stop - 1) for sl in box[0]]
+    starts = np.array([[sl.start for sl in box] for box in boxes.values()])
+    stops = np.array([[sl.stop - 1 for sl in box] for box in boxes.values()])
+    (k0, j0, i0), (k1, j1, i1) = starts.min(axis=0), stops.max(axis=0)
     corners = np.array([[i, j, k] for i in (i0, i1) for j in (j0, j1) for k in (k0, k1)], float)
     return muscles.index_to_lps(corners)
 
 
-def _half_size(corners: np.ndarray | None, centre: np.ndarray, u: np.ndarray, v: np.ndarray) -> float:
-    """Half-size (mm) of the plane square that covers the muscle map's labelled box (capped)."""
-    if corners is None:
-        return PLANE_HALF_SIZE_MM
-    offsets = corners - centre
-    reach = float(np.max(np.abs(np.concatenate([offsets @ u, offsets @ v])))) + 5.0
-    return min(PLANE_HALF_SIZE_MM, reach)
-
-
 def _fat_fraction(
-    points: np.ndarray, image: Volume | None, fat: Volume | None, water: Volume | None, source: str
+    points: np.ndarray, hu: np.ndarray | None, fat: Volume | None, water: Volume | None, source: str
 ) -> tuple[float, str, str]:
     if source == "dixon":
         f = sample(fat, points)
@@ -168,11 +218,11 @@ def _fat_fraction(
         valid = total > 0
         if not valid.any():
             return math.nan, "Dixon F/(F+W)", "fat + water is zero on the section"
-        return float(np.mean(f[valid] / total[valid])), "Dixon F/(F+W), mean over section", ""
-    if source == "ct":
-        hu = sample(image, points, order=0)  # nearest: interpolated HU would blur fat into lean pixels
-        low, high = CT_FAT_HU
-        return float(np.mean((hu >= low) & (hu <= high))), f"CT share of pixels in [{low:g}, {high:g}] HU", ""
+        return float(np.mean(f[valid] / total[valid])), "Dixon F/(F+W), mean over the muscle interior", ""
+    if source == "ct" and hu is not None:
+        ff = (CT_LEAN_HU - float(np.mean(hu))) / (CT_LEAN_HU - CT_ADIPOSE_HU)
+        method = f"CT two-compartment (HU_lean {CT_LEAN_HU:g}, HU_fat {CT_ADIPOSE_HU:g}) from the mean HU"
+        return float(np.clip(ff, 0.0, 1.0)), method, ""
     return math.nan, "not measured", "no Dixon fat/water images and the image is not CT"
 
 
@@ -190,8 +240,8 @@ def muscle_cross_sections(
     muscle map, named ``slice <k>``. Whole-muscle volume, intensity and fat fraction are added
     under the muscle's own name.
     """
-    counts = np.bincount(np.clip(muscles.array, 0, None).ravel().astype(np.int64))
-    present = [int(v) for v in np.nonzero(counts)[0] if v > 0]
+    boxes = label_slices(muscles.array)
+    present = sorted(boxes)
     if (fat is None) != (water is None):
         raise InputError("pass both the Dixon fat and water images (or neither)")
     if fat is not None and not fat.same_grid(water):
@@ -207,10 +257,10 @@ def muscle_cross_sections(
         planes = model.planes()
     else:
         planes = _native_slices(muscles)
-    corners = _labelled_corners(muscles)
+    corners = _labelled_corners(muscles, boxes)
     for plane in planes:
         rows.extend(_section_rows(plane, muscles, present, image, fat, water, source, corners))
-    rows.extend(_volume_rows(muscles, present, image, fat, water, source))
+    rows.extend(_volume_rows(muscles, present, image, fat, water, source, boxes))
     return to_frame(rows)
 
 
@@ -244,38 +294,26 @@ def _volume_rows(
     fat: Volume | None,
     water: Volume | None,
     source: str,
+    boxes: dict[int, tuple[slice, slice, slice]],
 ) -> list[Measurement]:
     rows = []
-    boxes = label_slices(muscles.array)
     for value in present:
         name = lab.MUSCLES[value].name if value in lab.MUSCLES else f"muscle {value}"
         box = boxes[value]
-        k, j, i = np.nonzero(muscles.array[box] == value)
+        mask = muscles.array[box] == value
+        count = int(mask.sum())
         rows.append(
             Measurement(
-                name,
-                value,
-                "muscle_volume",
-                float(len(k)) * muscles.voxel_volume_mm3,
-                "mm3",
-                "voxel count x voxel volume",
+                name, value, "muscle_volume", count * muscles.voxel_volume_mm3, "mm3", "voxel count x voxel volume"
             )
         )
+        interior = ndimage.binary_erosion(mask)  # one voxel in: off the partial-volume rim
+        if interior.sum() >= MIN_INTERIOR_PIXELS:
+            mask = interior
+        k, j, i = np.nonzero(mask)
         step = max(1, len(k) // MAX_VOLUME_SAMPLES)
         ijk = np.stack([i[::step] + box[2].start, j[::step] + box[1].start, k[::step] + box[0].start], axis=1)
-        points = muscles.index_to_lps(ijk.astype(float))
-        note = f" (every {step}th voxel)" if step > 1 else ""
-        if image is not None:
-            rows.append(
-                Measurement(
-                    name,
-                    value,
-                    "mean_intensity",
-                    float(sample(image, points).mean()),
-                    "HU" if source == "ct" else "a.u.",
-                    f"mean over muscle volume{note}",
-                )
-            )
-        ff, method, reason = _fat_fraction(points, image, fat, water, source)
-        rows.append(Measurement(name, value, "fat_fraction", ff, "1", f"{method} (whole muscle{note})", reason))
+        points = muscles.origin + (ijk * np.asarray(muscles.spacing)) @ muscles.direction.T
+        note = " (whole muscle" + (f", every {step}th voxel)" if step > 1 else ")")
+        rows.extend(_intensity_rows(name, value, points, image, fat, water, source, note))
     return rows

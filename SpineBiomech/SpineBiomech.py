@@ -2,7 +2,8 @@
 
 Template order: Module, parameter node, Widget (Qt only), Logic (delegates to ``spinekit measure`` and
 ``spinekit biomech``, both out of process), Test. The risk overlay recolours vertebra segments by the
-load-to-strength ratio (green < 0.8, amber 0.8-1.2, red > 1.2) and plots it per level.
+load-to-strength ratio of one task (green / amber / red by ``spinekit.biomech.risk.classify``: below, within and
+above the +/-20 % band around 1.0) and plots it per level.
 """
 
 import tempfile
@@ -23,6 +24,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+#: Built-in tasks of ``spinekit biomech --tasks`` (spinekit.biomech.tasks.DEFAULT_TASKS; the .ui lists the same).
+TASKS = ["standing", "flexed_standing", "flexion60_5kg", "lift20_close", "lift20_roundback", "lateral20_5kg"]
+
 #
 # SpineBiomech
 #
@@ -42,6 +46,14 @@ class SpineBiomech(ScriptedLoadableModule):
         self.parent.acknowledgementText = _(
             "Built on OpenSim (Delp et al. 2007; Seth et al. 2018) and 3D Slicer. Factor of risk after Hayes 1991."
         )
+        slicer.app.connect("startupCompleted()", registerTerminology)
+
+
+def registerTerminology() -> None:
+    """Load the extension's terminology context (Resources/Terminology), which spinekit's segments name."""
+    from spinekit.mrml.resources import register_terminology
+
+    register_terminology(slicer.modules.terminologies.logic())
 
 
 #
@@ -58,7 +70,7 @@ class SpineBiomechParameterNode:
     ageYears: Annotated[int, WithinRange(18, 110)] = 60
     heightCm: Annotated[float, WithinRange(120.0, 220.0)] = 170.0
     weightKg: Annotated[float, WithinRange(30.0, 250.0)] = 70.0
-    task: Annotated[str, Choice(["all", "standing", "flexion", "lifting"])] = "all"
+    task: Annotated[str, Choice(["all", *TASKS])] = "all"
     baseModel: str = ""
 
 
@@ -126,7 +138,7 @@ class SpineBiomechWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkCanApply(self, caller=None, event=None) -> None:
         ready = bool(self._parameterNode and self._parameterNode.spineSegmentation)
         self.ui.measureButton.enabled = ready and not self.logic.running
-        self.ui.modelButton.enabled = ready and self.logic.metricsPath is not None and not self.logic.running
+        self.ui.modelButton.enabled = ready and not self.logic.running
         self.ui.chartButton.enabled = self.logic.riskFrame is not None
 
     def _onProgress(self, fraction: float, message: str) -> None:
@@ -139,7 +151,8 @@ class SpineBiomechWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Measurement failed."), waitCursor=True):
             if not self.logic.ensureDependencies(["core"]):
                 return
-            table, _markups = self.logic.measure(p.spineSegmentation, p.muscleSegmentation, p.ctVolume)
+            table, _markups = self.logic.measure(p.spineSegmentation, p.muscleSegmentation, p.ctVolume,
+                                                 self._onProgress)  # fmt: skip
             slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
             slicer.app.applicationLogic().PropagateTableSelection()
             self._checkCanApply()
@@ -151,8 +164,9 @@ class SpineBiomechWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self.ui.progressBar.visible, self.ui.cancelButton.enabled = True, True
             try:
-                subject = {"sex": p.sex, "age": p.ageYears, "height-cm": p.heightCm, "weight-kg": p.weightKg}
-                tasks = self.logic.buildAndRunModel(p.ctVolume, subject, p.task, p.baseModel, self._onProgress)
+                subject = {"sex": p.sex, "age": p.ageYears, "height_cm": p.heightCm, "weight_kg": p.weightKg}
+                tasks = self.logic.buildAndRunModel(p.spineSegmentation, p.muscleSegmentation, p.ctVolume, subject,
+                                                    p.task, p.baseModel, self._onProgress)  # fmt: skip
             finally:
                 self.ui.progressBar.visible, self.ui.cancelButton.enabled = False, False
             self.ui.riskTaskComboBox.clear()
@@ -179,15 +193,11 @@ class SpineBiomechWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class SpineBiomechLogic(ScriptedLoadableModuleLogic):
     """Thin logic around ``spinekit measure`` and ``spinekit biomech``; the process runner is injected."""
 
-    RISK_METRIC = "risk_ratio"
-
     def __init__(self, runner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.runner = runner
         self.running = False
         self._cancelRequested = False
-        self.workdir = None
-        self.metricsPath = None
         self.riskFrame = None
 
     def getParameterNode(self):
@@ -215,38 +225,30 @@ class SpineBiomechLogic(ScriptedLoadableModuleLogic):
         finally:
             self.running = False
 
-    def measure(self, spineSegmentation, muscleSegmentation=None, ctVolume=None, progress=None, workdir=None):
-        """Run ``spinekit measure``; returns (metrics table node, vertebral centroid markups node)."""
-        import pandas as pd
-
+    def _writeInputs(self, spineSegmentation, muscleSegmentation, ctVolume, workdir):
+        """Label maps (and CT) as files on one grid: {"spine": path, "muscles": path | None, "image": path | None}."""
         from spinekit.io import write_labels, write_volume
-        from spinekit.mrml import (
-            centroids_to_markups,
-            metrics_to_table_node,
-            node_to_volume,
-            segmentation_node_to_labels,
-        )
+        from spinekit.mrml import node_to_volume, segmentation_node_to_labels
 
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="SpineBiomech-"))
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="SpineBiomech-"))
         reference = node_to_volume(ctVolume) if ctVolume else self._segmentationGrid(spineSegmentation)
         spine = segmentation_node_to_labels(spineSegmentation, reference, "spine")
-        arguments = ["--labels", write_labels(spine, self.workdir / "spine.nii.gz")]
-        if ctVolume:
-            arguments += ["--image", write_volume(reference, self.workdir / "ct.nii.gz")]
+        paths = {"workdir": workdir, "spine": write_labels(spine, workdir / "spine.nii.gz"), "muscles": None}
+        paths["image"] = write_volume(reference, workdir / "ct.nii.gz") if ctVolume else None
         if muscleSegmentation:
             muscles = segmentation_node_to_labels(muscleSegmentation, reference, "muscles")
-            arguments += ["--muscles", write_labels(muscles, self.workdir / "muscles.nii.gz")]
-        arguments += ["--output-dir", self.workdir / "measure"]
-        self._run("measure", arguments, progress)
-        self.metricsPath = self.workdir / "measure" / "metrics.csv"
-        frame = pd.read_csv(self.metricsPath, dtype={"reason": str}).fillna({"reason": ""})
-        table = metrics_to_table_node(frame, slicer.mrmlScene, "spine metrics")
-        centroids = {}
-        for axis in "xyz":
-            for row in frame[frame["metric"] == f"centroid_{axis}_lps"].itertuples():
-                centroids.setdefault(row.structure, [0.0, 0.0, 0.0])["xyz".index(axis)] = row.value
-        markups = centroids_to_markups(centroids, slicer.mrmlScene, "vertebra centroids")
-        return table, markups
+            paths["muscles"] = write_labels(muscles, workdir / "muscles.nii.gz")
+        return paths
+
+    def measure(self, spineSegmentation, muscleSegmentation=None, ctVolume=None, progress=None, workdir=None):
+        """Run ``spinekit measure``; returns (metrics table node, vertebral centroid markups node)."""
+        from spinekit.mrml.commands import measure_arguments
+        from spinekit.mrml.results import load_measure_outputs
+
+        paths = self._writeInputs(spineSegmentation, muscleSegmentation, ctVolume, workdir)
+        out = paths["workdir"] / "measure"
+        self._run("measure", measure_arguments(paths["spine"], out, paths["image"], paths["muscles"]), progress)
+        return load_measure_outputs(out, slicer.mrmlScene, spineSegmentation.GetName())
 
     def _segmentationGrid(self, segmentationNode):
         """The segmentation's reference grid as an empty Volume (used when no CT is given)."""
@@ -263,46 +265,36 @@ class SpineBiomechLogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene.RemoveNode(labelmap)
         return Volume(np.zeros(grid.array.shape, np.int16), grid.spacing, grid.origin, grid.direction)
 
-    def buildAndRunModel(self, ctVolume, subject, task="all", baseModel="", progress=None):
-        """Run ``spinekit biomech`` on the last measurement; returns the task names with risk results."""
-        import pandas as pd
-
+    def buildAndRunModel(self, spineSegmentation, muscleSegmentation, ctVolume, subject, task="all", baseModel="",
+                         progress=None, workdir=None):  # fmt: skip
+        """Run ``spinekit biomech``; returns the task names of ``risk.csv`` (``subject``: sex, age, height_cm,
+        weight_kg). Adds the risk table as a table node."""
         from spinekit.mrml import metrics_to_table_node
+        from spinekit.mrml.commands import biomech_arguments
+        from spinekit.mrml.plots import risk_tasks
+        from spinekit.mrml.results import read_risk
 
-        if self.metricsPath is None:
-            raise ValueError(_("Measure first: the model is built from the measured morphometry"))
-        arguments = ["--labels", self.workdir / "spine.nii.gz", "--metrics", self.metricsPath]
-        if ctVolume:
-            arguments += ["--image", self.workdir / "ct.nii.gz"]
-        for key, value in subject.items():
-            arguments += [f"--{key}", value]
-        arguments += ["--tasks", task] + (["--base-model", baseModel] if baseModel else [])
-        arguments += ["--output-dir", self.workdir / "biomech"]
+        paths = self._writeInputs(spineSegmentation, muscleSegmentation, ctVolume, workdir)
+        out = paths["workdir"] / "biomech"
+        arguments = biomech_arguments(paths["spine"], out, muscles=paths["muscles"], image=paths["image"],
+                                      tasks=[task], base_model=baseModel or None, **subject)  # fmt: skip
         self._run("biomech", arguments, progress)
-        self.riskFrame = pd.read_csv(self.workdir / "biomech" / "risk.csv", dtype={"reason": str}).fillna(
-            {"reason": ""}
-        )
-        metrics_to_table_node(self.riskFrame, slicer.mrmlScene, "loads, strength and risk")
-        rows = self.riskFrame[self.riskFrame["metric"] == self.RISK_METRIC]
-        return sorted(rows["task"].astype(str).unique()) if "task" in rows.columns else [task]
+        self.riskFrame = read_risk(out)
+        metrics_to_table_node(self.riskFrame, slicer.mrmlScene, "load-to-strength ratio")
+        return risk_tasks(self.riskFrame)
 
     def showRisk(self, segmentationNode, task: str) -> str:
         """Recolour vertebra segments by their ratio for ``task``; returns the legend text."""
-        from spinekit.mrml import risk_color, segment_id_for_label, set_segment_colors
         from spinekit.mrml.colors import risk_legend
-        from spinekit.mrml.plots import risk_table
+        from spinekit.mrml.results import color_segments_by_risk
 
-        data = risk_table(self.riskFrame, task, self.RISK_METRIC)
-        present = {segmentationNode.GetSegmentation().GetNthSegmentID(i)
-                   for i in range(segmentationNode.GetSegmentation().GetNumberOfSegments())}  # fmt: skip
-        colors = {segment_id_for_label(int(r.label)): risk_color(r.ratio) for r in data.itertuples()}
-        set_segment_colors(segmentationNode, {k: v for k, v in colors.items() if k in present})
+        color_segments_by_risk(segmentationNode, self.riskFrame, task)
         return risk_legend()
 
     def riskChart(self, task: str):
         from spinekit.mrml import risk_bar_chart
 
-        return risk_bar_chart(self.riskFrame, slicer.mrmlScene, task, self.RISK_METRIC)
+        return risk_bar_chart(self.riskFrame, slicer.mrmlScene, task)
 
 
 #
@@ -310,23 +302,32 @@ class SpineBiomechLogic(ScriptedLoadableModuleLogic):
 #
 
 
+#: (vertebra, label, factor of risk, class) of the fake risk.csv: one low, one high.
+RISK_ROWS = (("L3", 22, 0.5, "low"), ("L4", 23, 1.5, "high"))
+
+
 class FakeBiomechRunner:
-    """Stands in for ``spinekit measure`` and ``spinekit biomech``: fixed small tables."""
+    """Stands in for ``spinekit measure`` / ``biomech``: parses each command with the real parser, writes small
+    tables with the stages' real column layout."""
 
     def __init__(self) -> None:
-        self.commands = []
+        self.arguments = {}
 
     def run(self, command, on_line, should_cancel) -> int:
-        self.commands.append(list(command))
-        out = Path(command[command.index("--output-dir") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        header = "subject,structure,label,metric,value,unit,method,reason"
-        if command[3] == "measure":
+        from spinekit.mrml.commands import parse_stage_arguments
+
+        subcommand, args = parse_stage_arguments(command)  # fails when the logic's flags drift from the stage CLIs
+        self.arguments[subcommand] = args
+        args.out.mkdir(parents=True, exist_ok=True)
+        if subcommand == "measure":
+            header = "subject,structure,label,metric,value,unit,method,reason"
             rows = [f"s,L4,23,centroid_{a}_lps,{v},mm,mean," for a, v in zip("xyz", (1.0, 2.0, 3.0), strict=True)]
-            (out / "metrics.csv").write_text("\n".join([header, *rows, "s,L4,23,anterior_height,27.5,mm,plane,"]))
+            rows.append("s,psoas_left L4,1,centroid_x_lps,9.0,mm,mean,")  # a muscle row: not a vertebra centroid
+            (args.out / "metrics.csv").write_text("\n".join([header, *rows, "s,L4,23,vertebra_volume,27.5,mm3,n,"]))
         else:
-            rows = ["s,L3,22,risk_ratio,0.5,1,so,,lifting", "s,L4,23,risk_ratio,1.5,1,so,,lifting"]
-            (out / "risk.csv").write_text("\n".join([header + ",task", *rows]))
+            columns = "subject,vertebra,label,task,load_N,strength_N,factor_of_risk,class,converged,strength_method"
+            rows = [f"s,{v},{n},lift20_close,{f * 2000},2000,{f},{c},True,qct," for v, n, f, c in RISK_ROWS]
+            (args.out / "risk.csv").write_text("\n".join([columns + ",reason", *rows]))
         return 0
 
 
@@ -340,19 +341,27 @@ class SpineBiomechTest(ScriptedLoadableModuleTest):
 
     def test_MeasureModelAndRiskWithFakeRunner(self):
         from spinekit.mrml import labels_to_segmentation_node, markups_to_points_lps, volume_to_node
-        from spinekit.mrml.testing import small_spine
+        from spinekit.mrml.colors import RISK_BANDS
+        from spinekit.mrml.testing import small_phantom
 
-        image, labels = small_spine()
-        ct = volume_to_node(image, slicer.mrmlScene, "ct")
-        segmentation = labels_to_segmentation_node(labels, slicer.mrmlScene, "spine", "spine")
-        logic = SpineBiomechLogic(FakeBiomechRunner())
+        phantom = small_phantom()
+        ct = volume_to_node(phantom.image, slicer.mrmlScene, "ct")
+        segmentation = labels_to_segmentation_node(phantom.spine, slicer.mrmlScene, "spine", "spine")
+        runner = FakeBiomechRunner()
+        logic = SpineBiomechLogic(runner)
         table, markups = logic.measure(segmentation, None, ct)
-        self.assertEqual(table.GetTable().GetNumberOfRows(), 4)
-        label, xyz = markups_to_points_lps(markups)[0]
-        self.assertEqual((label, list(xyz)), ("L4", [1.0, 2.0, 3.0]))
-        tasks = logic.buildAndRunModel(ct, {"sex": "female", "age": 60}, "lifting")
-        self.assertEqual(tasks, ["lifting"])
-        logic.showRisk(segmentation, "lifting")
-        self.assertAlmostEqual(segmentation.GetSegmentation().GetSegment("L4").GetColor()[0], 0.85)
-        self.assertEqual(logic.riskChart("lifting").GetNumberOfPlotSeriesNodes(), 3)
+        self.assertEqual(table.GetTable().GetNumberOfRows(), 5)
+        self.assertEqual([(label, list(xyz)) for label, xyz in markups_to_points_lps(markups)], [("L4", [1, 2, 3])])
+        self.assertIsNotNone(runner.arguments["measure"].image)
+        subject = {"sex": "female", "age": 60, "height_cm": 165.0, "weight_kg": 62.5}
+        tasks = logic.buildAndRunModel(segmentation, None, ct, subject, "lift20_close")
+        args = runner.arguments["biomech"]
+        self.assertEqual((args.sex, args.age, args.height_cm, args.weight_kg), ("female", 60.0, 165.0, 62.5))
+        self.assertEqual((args.tasks, args.base_model), (["lift20_close"], None))
+        self.assertEqual(tasks, ["lift20_close"])
+        logic.showRisk(segmentation, "lift20_close")
+        colors = dict(RISK_BANDS)
+        self.assertAlmostEqual(segmentation.GetSegmentation().GetSegment("L4").GetColor()[0], colors["high"][0])
+        self.assertAlmostEqual(segmentation.GetSegmentation().GetSegment("L3").GetColor()[1], colors["low"][1])
+        self.assertEqual(logic.riskChart("lift20_close").GetNumberOfPlotSeriesNodes(), 3)
         self.delayDisplay("SpineBiomech logic test passed")

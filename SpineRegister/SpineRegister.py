@@ -180,56 +180,41 @@ class SpineRegisterLogic(ScriptedLoadableModuleLogic):
     def cancel(self) -> None:
         self._cancelRequested = True
 
-    def register(
-        self,
-        baselineVolume,
-        baselineSegmentation,
-        followupVolume,
-        followupSegmentation=None,
-        progress=None,
-        workdir=None,
-    ):
-        """Run ``spinekit register``; returns {"transforms": {level: transform node}, "table": table node}."""
-        import pandas as pd
+    def register(self, baselineVolume, baselineSegmentation, followupVolume, followupSegmentation=None,
+                 progress=None, workdir=None):  # fmt: skip
+        """Run ``spinekit register``; returns {"transforms": {level: transform node}, "table": change table node}.
 
+        Each level's node maps follow-up points onto baseline points (``spinekit register`` README.txt): a
+        follow-up volume placed under it lies on the baseline at that level.
+        """
         from spinekit.io import write_labels, write_volume
-        from spinekit.mrml import (
-            metrics_to_table_node,
-            node_to_volume,
-            put_in_folder,
-            segmentation_node_to_labels,
-            sitk_transform_file_to_node,
-        )
+        from spinekit.mrml import node_to_volume, segmentation_node_to_labels
+        from spinekit.mrml.commands import register_arguments
+        from spinekit.mrml.longitudinal import load_registration_outputs
         from spinekit.mrml.process import run_spinekit, spinekit_command
 
         workdir = Path(workdir or tempfile.mkdtemp(prefix="SpineRegister-"))
         baseline, followup = node_to_volume(baselineVolume), node_to_volume(followupVolume)
-        arguments = ["--baseline-image", write_volume(baseline, workdir / "baseline.nii.gz")]
-        labels = segmentation_node_to_labels(baselineSegmentation, baseline, "spine")
-        arguments += ["--baseline-labels", write_labels(labels, workdir / "baseline_spine.nii.gz")]
-        arguments += ["--followup-image", write_volume(followup, workdir / "followup.nii.gz")]
+        baselineSpine = segmentation_node_to_labels(baselineSegmentation, baseline, "spine")
+        followupSpine = None
         if followupSegmentation is not None:
             labels = segmentation_node_to_labels(followupSegmentation, followup, "spine")
-            arguments += ["--followup-labels", write_labels(labels, workdir / "followup_spine.nii.gz")]
-        arguments += ["--output-dir", workdir / "out"]
+            followupSpine = write_labels(labels, workdir / "followup_spine.nii.gz")
+        arguments = register_arguments(
+            write_volume(baseline, workdir / "baseline.nii.gz"),
+            write_labels(baselineSpine, workdir / "baseline_spine.nii.gz"),
+            write_volume(followup, workdir / "followup.nii.gz"),
+            workdir / "out",
+            followupSpine,
+        )
         self.running, self._cancelRequested = True, False
         try:
             run_spinekit(spinekit_command("register", arguments), self.runner, progress, self._shouldCancel)
         finally:
             self.running = False
-        self.transforms = {}
-        for path in sorted((workdir / "out" / "transforms").glob("*.tfm")):
-            level = path.name[: -len(".tfm")]
-            self.transforms[level] = sitk_transform_file_to_node(
-                path, slicer.mrmlScene, f"{level} follow-up to baseline"
-            )
-        table = metrics_to_table_node(
-            pd.read_csv(workdir / "out" / "change.csv", dtype={"reason": str}).fillna({"reason": ""}),
-            slicer.mrmlScene,
-            "vertebra change",
-        )
-        put_in_folder(slicer.mrmlScene, [*self.transforms.values(), table], self.FOLDER)
-        return {"transforms": self.transforms, "table": table}
+        nodes = load_registration_outputs(workdir / "out", slicer.mrmlScene, self.FOLDER)
+        self.transforms = nodes.transforms
+        return {"transforms": nodes.transforms, "table": nodes.table}
 
     def _shouldCancel(self) -> bool:
         slicer.app.processEvents()
@@ -256,23 +241,32 @@ class SpineRegisterLogic(ScriptedLoadableModuleLogic):
 
 
 class FakeRegisterRunner:
-    """Stands in for ``spinekit register``: identity transform per level and a one-row change table."""
+    """Stands in for ``spinekit register``: parses the command with the real parser and writes the true motions.
 
-    def __init__(self, levels) -> None:
-        self.levels = levels
-        self.commands = []
+    Each ``<level>_followup_to_baseline.tfm`` holds the phantom's truth (baseline LPS -> follow-up LPS), the
+    convention ``spinekit register`` writes (see its README.txt).
+    """
+
+    def __init__(self, motions) -> None:
+        self.motions = motions
+        self.arguments = []
 
     def run(self, command, on_line, should_cancel) -> int:
+        import numpy as np
         import SimpleITK as sitk
 
-        self.commands.append(list(command))
-        out = Path(command[command.index("--output-dir") + 1])
-        (out / "transforms").mkdir(parents=True, exist_ok=True)
-        for index, level in enumerate(self.levels):
-            on_line(f"progress {(index + 1) / len(self.levels):.2f} registering {level}")
-            sitk.WriteTransform(sitk.TranslationTransform(3, (1.0, 2.0, 3.0)), str(out / "transforms" / f"{level}.tfm"))
-        rows = "\n".join(f"s,{level},0,translation,3.742,mm,rigid," for level in self.levels)
-        (out / "change.csv").write_text("subject,structure,label,metric,value,unit,method,reason\n" + rows + "\n")
+        from spinekit.mrml.commands import parse_stage_arguments
+
+        _, args = parse_stage_arguments(command)  # fails when the logic's flags drift from spinekit/register/cli.py
+        self.arguments.append(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for index, (level, motion) in enumerate(self.motions.items()):
+            on_line(f"register:  {index}%|#| {index}/{len(self.motions)} [00:01<00:01, 1.0%/s, registering {level}]")
+            matrix = np.asarray(motion["matrix"], dtype=float)
+            transform = sitk.AffineTransform(matrix[:3, :3].ravel().tolist(), matrix[:3, 3].tolist())
+            sitk.WriteTransform(transform, str(args.out / f"{level}_followup_to_baseline.tfm"))
+        rows = "\n".join(f"s,{level},0,translation,3.742,mm,rigid," for level in self.motions)
+        (args.out / "changes.csv").write_text("subject,structure,label,metric,value,unit,method,reason\n" + rows + "\n")
         return 0
 
 
@@ -285,20 +279,25 @@ class SpineRegisterTest(ScriptedLoadableModuleTest):
         self.test_RegisterWithFakeRunner()
 
     def test_RegisterWithFakeRunner(self):
-        from spinekit.mrml import labels_to_segmentation_node, volume_to_node
-        from spinekit.mrml.testing import small_spine
+        import numpy as np
 
-        image, labels = small_spine()
-        baseline = volume_to_node(image, slicer.mrmlScene, "baseline")
-        followup = volume_to_node(image, slicer.mrmlScene, "follow-up")
-        segmentation = labels_to_segmentation_node(labels, slicer.mrmlScene, "spine", "baseline spine")
-        runner = FakeRegisterRunner(["L3", "L4"])
+        from spinekit.mrml import labels_to_segmentation_node, volume_to_node
+        from spinekit.mrml.geometry import lps_to_ras, ras_to_lps
+        from spinekit.mrml.testing import small_followup, small_phantom
+
+        phantom, followupPhantom = small_phantom(), small_followup()
+        baseline = volume_to_node(phantom.image, slicer.mrmlScene, "baseline")
+        followup = volume_to_node(followupPhantom.image, slicer.mrmlScene, "follow-up")
+        segmentation = labels_to_segmentation_node(phantom.spine, slicer.mrmlScene, "spine", "baseline spine")
+        motions = followupPhantom.truth["followup"]["motions"]
+        runner = FakeRegisterRunner(motions)
         result = SpineRegisterLogic(runner).register(baseline, segmentation, followup)
-        self.assertEqual(sorted(result["transforms"]), ["L3", "L4"])
-        self.assertEqual(result["table"].GetTable().GetNumberOfRows(), 2)
-        # ITK translation (1, 2, 3) mm LPS maps fixed -> moving: Slicer's "from parent" moves RAS by (-1, -2, 3).
-        moved = result["transforms"]["L4"].GetTransformFromParent().TransformPoint((0.0, 0.0, 0.0))
-        self.assertAlmostEqual(moved[0], -1.0)
-        self.assertAlmostEqual(moved[1], -2.0)
-        self.assertAlmostEqual(moved[2], 3.0)
+        self.assertIsNone(runner.arguments[0].followup_spine)
+        self.assertEqual(list(result["transforms"]), ["L2", "L3", "L4"])
+        self.assertEqual(result["table"].GetTable().GetNumberOfRows(), 3)
+        # A follow-up point placed under the L3 node lands on its baseline point (phantom truth).
+        pointBaseline = np.asarray(phantom.truth["vertebrae"]["L3"]["body_centroid_lps"])
+        pointFollowup = (np.asarray(motions["L3"]["matrix"]) @ np.append(pointBaseline, 1.0))[:3]
+        moved = result["transforms"]["L3"].GetTransformToParent().TransformPoint(tuple(lps_to_ras(pointFollowup)))
+        self.assertLess(float(np.linalg.norm(ras_to_lps(np.array(moved)) - pointBaseline)), 1e-6)
         self.delayDisplay("SpineRegister logic test passed")

@@ -83,19 +83,17 @@ class SpineSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SpineSegmentLogic()
-
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
+        self.ui.redoButton.connect("clicked(bool)", self.onRedoButton)
         self.ui.saveCorrectionButton.connect("clicked(bool)", self.onSaveCorrectionButton)
         for placeWidget, kind in ((self.ui.positivePlaceWidget, "positive"), (self.ui.negativePlaceWidget, "negative")):
             placeWidget.setCurrentNode(self.logic.clickNode(kind))
-        for kind in ("positive", "negative"):
-            self.addObserver(
-                self.logic.clickNode(kind), slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onClickPlaced
-            )
+            self.addObserver(self.logic.clickNode(kind), slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                             self.onClickPlaced)  # fmt: skip
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -155,16 +153,8 @@ class SpineSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self._setRunning(True)
             try:
-                node, qcFlags = self.logic.segment(
-                    p.inputVolume,
-                    p.segmentSpine,
-                    p.segmentMuscles,
-                    p.modality,
-                    p.backend,
-                    p.device,
-                    outputNode=p.outputSegmentation,
-                    progress=self._onProgress,
-                )
+                args = (p.inputVolume, p.segmentSpine, p.segmentMuscles, p.modality, p.backend, p.device)
+                node, qcFlags = self.logic.segment(*args, p.outputSegmentation, self._onProgress)
             finally:
                 self._setRunning(False)
             p.outputSegmentation = node
@@ -174,25 +164,39 @@ class SpineSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onClickPlaced(self, caller, event) -> None:
         node = self.ui.segmentSelector.currentNode()
         segmentId = self.ui.segmentSelector.currentSegmentID()
-        if not node or not segmentId or not self._parameterNode.inputVolume:
+        if not node or not segmentId or not self._parameterNode.inputVolume or not caller.GetNumberOfControlPoints():
             return
+        point = [0.0, 0.0, 0.0]
+        caller.GetNthControlPointPositionWorld(caller.GetNumberOfControlPoints() - 1, point)
+        positive = caller is self.logic.clickNode("positive")
         with slicer.util.tryWithErrorDisplay(_("Correction failed."), waitCursor=True):
-            seconds = self.logic.applyClicks(self._parameterNode.inputVolume, node, segmentId)
-            self.ui.latencyLabel.text = _("{seconds:.2f} s").format(seconds=seconds)
-            self.ui.undoButton.enabled = self.logic.canUndo()
+            result = self.logic.addClick(self._parameterNode.inputVolume, node, segmentId, point, positive)
+            text = _("{seconds:.2f} s, +{added} / -{removed} voxels").format(
+                seconds=result.seconds, added=result.added, removed=result.removed
+            )
+            self.ui.latencyLabel.text = f"{text} ({result.note})" if result.note else text
+        self._updateUndoRedo()
+
+    def _updateUndoRedo(self) -> None:
+        self.ui.undoButton.enabled = self.logic.canUndo()
+        self.ui.redoButton.enabled = self.logic.canRedo()
 
     def onUndoButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Undo failed."), waitCursor=True):
             self.logic.undo()
-            self.ui.undoButton.enabled = self.logic.canUndo()
+        self._updateUndoRedo()
+
+    def onRedoButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Redo failed."), waitCursor=True):
+            self.logic.redo()
+        self._updateUndoRedo()
 
     def onSaveCorrectionButton(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, _("Folder for corrected training cases"))
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay(_("Saving the correction failed."), waitCursor=True):
-            p = self._parameterNode
-            path = self.logic.saveCorrection(p.inputVolume, self.ui.segmentSelector.currentNode(), Path(folder))
+            path = self.logic.saveCorrection(Path(folder))
             slicer.util.showStatusMessage(_("Saved {path}").format(path=path), 3000)
 
 
@@ -213,8 +217,8 @@ class SpineSegmentLogic(ScriptedLoadableModuleLogic):
         self.runner = runner
         self.running = False
         self._cancelRequested = False
-        self._undoStack = []  # (segmentation node, segment ID, previous mask Volume)
         self._clickNodes = {}
+        self.editor = None  # spinekit.mrml.interactive.SegmentEditorSession of the segmentation being corrected
 
     def getParameterNode(self):
         return SpineSegmentParameterNode(super().getParameterNode())
@@ -234,50 +238,36 @@ class SpineSegmentLogic(ScriptedLoadableModuleLogic):
         self._cancelRequested = True
 
     def _shouldCancel(self) -> bool:
-        slicer.app.processEvents() if hasattr(slicer, "app") else None
+        slicer.app.processEvents()
         return self._cancelRequested
 
-    def segment(
-        self,
-        volumeNode,
-        spine=True,
-        muscles=False,
-        modality="auto",
-        backend="spinekit",
-        device="auto",
-        outputNode=None,
-        progress=None,
-        workdir=None,
-    ):
-        """Run ``spinekit segment`` on ``volumeNode``; returns (segmentation node, list of QC flags)."""
+    def segment(self, volumeNode, spine=True, muscles=False, modality="auto", backend="spinekit", device="auto",
+                outputNode=None, progress=None, workdir=None):  # fmt: skip
+        """Run ``spinekit segment`` on ``volumeNode``; returns (first segmentation node, QC flags as text)."""
         from spinekit.io import read_labels, write_volume
         from spinekit.mrml import labels_to_segmentation_node, node_to_volume
+        from spinekit.mrml.commands import segment_arguments, segment_qc_flags
         from spinekit.mrml.process import run_spinekit, spinekit_command
 
-        targets = ",".join(t for t, on in (("spine", spine), ("muscles", muscles)) if on)
         workdir = Path(workdir or tempfile.mkdtemp(prefix="SpineSegment-"))
-        image = write_volume(node_to_volume(volumeNode), workdir / "image.nii.gz")
-        arguments = ["--input", image, "--output-dir", workdir / "out", "--targets", targets]
-        arguments += ["--modality", modality, "--backend", backend, "--device", device]
-        command = spinekit_command("segment", arguments)
+        reference = node_to_volume(volumeNode)
+        image = write_volume(reference, workdir / "image.nii.gz")
+        out = workdir / "out"
+        arguments = segment_arguments(image, out, spine, muscles, modality, backend, device)
         self.running, self._cancelRequested = True, False
         try:
-            run_spinekit(command, self.runner, progress, self._shouldCancel)
+            run_spinekit(spinekit_command("segment", arguments), self.runner, progress, self._shouldCancel)
         finally:
             self.running = False
-        reference = node_to_volume(volumeNode)
-        node = None
-        for kind in targets.split(","):
-            labels = read_labels(workdir / "out" / f"{kind}.nii.gz", reference)
-            name = f"{volumeNode.GetName()} {kind}"
+        nodes = []
+        for kind in [k for k, on in (("spine", spine), ("muscles", muscles)) if on]:
+            labels = read_labels(out / f"{kind}.nii.gz", reference)
             if kind == "spine" and outputNode is not None:
                 slicer.mrmlScene.RemoveNode(outputNode)
-            created = labels_to_segmentation_node(labels, slicer.mrmlScene, kind, name)
-            created.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            node = node or created
-        qcPath = workdir / "out" / "qc.json"
-        qcFlags = json.loads(qcPath.read_text()).get("flags", []) if qcPath.is_file() else []
-        return node, qcFlags
+            node = labels_to_segmentation_node(labels, slicer.mrmlScene, kind, f"{volumeNode.GetName()} {kind}")
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            nodes.append(node)
+        return nodes[0], segment_qc_flags(out)
 
     def clickNode(self, kind: str):
         """The markups node holding the positive or negative correction clicks (created on demand)."""
@@ -289,48 +279,38 @@ class SpineSegmentLogic(ScriptedLoadableModuleLogic):
             self._clickNodes[kind] = node
         return node
 
-    def applyClicks(self, volumeNode, segmentationNode, segmentId) -> float:
-        """Refine one segment from all clicks so far (in process); returns the latency in seconds."""
-        from spinekit.mrml import markups_to_points_lps, node_to_volume, update_segment_from_mask
-        from spinekit.mrml.segmentations import segment_mask
-        from spinekit.segment import interactive  # written by the segment stage
+    def editorFor(self, volumeNode, segmentationNode):
+        """The click session of this volume and segmentation (a new one when either changed)."""
+        from spinekit.mrml.interactive import SegmentEditorSession, installed_model, segmentation_kind
 
-        start = time.perf_counter()
-        image = node_to_volume(volumeNode)
-        previous = image.with_array(segment_mask(segmentationNode, segmentId, image).astype("uint8"))
-        positive = [p for _, p in markups_to_points_lps(self.clickNode("positive"))]
-        negative = [p for _, p in markups_to_points_lps(self.clickNode("negative"))]
-        mask = interactive.refine(image, previous, positive_lps=positive, negative_lps=negative)
-        update_segment_from_mask(segmentationNode, segmentId, mask)
-        self._undoStack.append((segmentationNode, segmentId, previous))
-        return time.perf_counter() - start
+        editor = self.editor
+        if editor is None or editor.volume_node is not volumeNode or editor.segmentation_node is not segmentationNode:
+            kind = segmentation_kind(segmentationNode)
+            self.editor = SegmentEditorSession(volumeNode, segmentationNode, kind, model=installed_model(kind))
+        return self.editor
+
+    def addClick(self, volumeNode, segmentationNode, segmentId, pointRas, positive=True):
+        """Correct one segment around a RAS point (in process); returns spinekit's ``ClickResult``."""
+        return self.editorFor(volumeNode, segmentationNode).add_click(pointRas, segmentId, positive)
 
     def canUndo(self) -> bool:
-        return bool(self._undoStack)
+        return bool(self.editor and self.editor.can_undo)
 
-    def undo(self) -> None:
-        """Put back the segment as it was before the last click and forget that click."""
-        from spinekit.mrml import update_segment_from_mask
+    def canRedo(self) -> bool:
+        return bool(self.editor and self.editor.can_redo)
 
-        node, segmentId, previous = self._undoStack.pop()
-        update_segment_from_mask(node, segmentId, previous)
-        for kind in ("positive", "negative"):
-            clicks = self.clickNode(kind)
-            if clicks.GetNumberOfControlPoints():
-                clicks.RemoveNthControlPoint(clicks.GetNumberOfControlPoints() - 1)
-                break
+    def undo(self) -> bool:
+        return bool(self.editor and self.editor.undo())
 
-    def saveCorrection(self, volumeNode, segmentationNode, folder: Path) -> Path:
-        """Write image and corrected labels as a training case ``<folder>/<name>_<time>/``."""
-        from spinekit.io import write_labels, write_volume
-        from spinekit.mrml import node_to_volume, segmentation_node_to_labels
+    def redo(self) -> bool:
+        return bool(self.editor and self.editor.redo())
 
-        image = node_to_volume(volumeNode)
-        case = Path(folder) / f"{volumeNode.GetName()}_{time.strftime('%Y%m%d-%H%M%S')}"
-        case.mkdir(parents=True, exist_ok=False)
-        write_volume(image, case / "image.nii.gz")
-        write_labels(segmentation_node_to_labels(segmentationNode, image, "spine"), case / "spine.nii.gz")
-        return case
+    def saveCorrection(self, folder: Path) -> Path:
+        """Write image, corrected labels and clicks as a training case ``<folder>/<volume>_<time>/``."""
+        if self.editor is None:
+            raise ValueError(_("Correct a segment with clicks first"))
+        name = f"{self.editor.volume_node.GetName()}_{time.strftime('%Y%m%d-%H%M%S')}"
+        return self.editor.save(Path(folder) / name)
 
 
 #
@@ -339,22 +319,25 @@ class SpineSegmentLogic(ScriptedLoadableModuleLogic):
 
 
 class FakeSegmentRunner:
-    """Stands in for ``spinekit segment``: writes the phantom's true labels where the CLI would."""
+    """Stands in for ``spinekit segment``: parses the command with the real parser, writes the truth where it would."""
 
-    def __init__(self, labels) -> None:
-        self.labels = labels
-        self.commands = []
+    def __init__(self, phantom) -> None:
+        self.phantom = phantom
+        self.arguments = []
 
     def run(self, command, on_line, should_cancel) -> int:
         from spinekit.io import write_labels
+        from spinekit.mrml.commands import parse_stage_arguments
 
-        self.commands.append(list(command))
-        out = Path(command[command.index("--output-dir") + 1])
-        out.mkdir(parents=True, exist_ok=True)
+        _, args = parse_stage_arguments(command)  # fails when the logic's flags drift from spinekit/segment/cli.py
+        self.arguments.append(args)
+        args.out.mkdir(parents=True, exist_ok=True)
         for step in range(1, 5):
-            on_line(f"segment: {25 * step}%|##| {step}/4 [00:00<00:00]")
-        write_labels(self.labels, out / "spine.nii.gz")
-        (out / "qc.json").write_text(json.dumps({"flags": []}))
+            on_line(f"segment:  {25 * step}%|##| {25 * step}/100 [00:01<00:01, 9.9%/s, step {step}]")
+        for kind in args.targets.split(","):
+            write_labels(getattr(self.phantom, kind), args.out / f"{kind}.nii.gz")
+        flags = [{"flag": "missing_levels", "label": None, "detail": "L1"}]
+        (args.out / "segment.json").write_text(json.dumps({"qc": {"flags": flags}}))
         return 0
 
 
@@ -365,21 +348,52 @@ class SpineSegmentTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_SegmentWithFakeRunner()
+        self.setUp()
+        self.test_ClickCorrection()
 
     def test_SegmentWithFakeRunner(self):
         import numpy as np
 
         from spinekit.mrml import segmentation_node_to_labels, volume_to_node
-        from spinekit.mrml.testing import small_spine
+        from spinekit.mrml.testing import small_phantom
 
-        image, labels = small_spine()
-        volumeNode = volume_to_node(image, slicer.mrmlScene, "phantom")
-        runner = FakeSegmentRunner(labels)
-        fractions = []
-        node, flags = SpineSegmentLogic(runner).segment(volumeNode, progress=lambda f, m: fractions.append(f))
-        self.assertEqual(fractions, [0.25, 0.5, 0.75, 1.0])
-        self.assertEqual(flags, [])
-        self.assertIn("--targets", runner.commands[0])
-        back = segmentation_node_to_labels(node, image, "spine")
-        self.assertTrue(np.array_equal(back.array, labels.array))
+        phantom = small_phantom()
+        volumeNode = volume_to_node(phantom.image, slicer.mrmlScene, "phantom")
+        runner, progress = FakeSegmentRunner(phantom), []
+        node, flags = SpineSegmentLogic(runner).segment(volumeNode, True, True, "CT", device="cpu",
+                                                        progress=lambda f, m: progress.append((f, m)))  # fmt: skip
+        self.assertEqual(progress[-1], (1.0, "segment: step 4"))
+        self.assertEqual(flags, ["missing_levels: L1"])
+        args = runner.arguments[0]
+        self.assertEqual((args.targets, args.modality, args.device), ("spine,muscles", "ct", "cpu"))
+        self.assertTrue(np.array_equal(segmentation_node_to_labels(node, phantom.image).array, phantom.spine.array))
+        muscles = slicer.mrmlScene.GetFirstNodeByName("phantom muscles")
+        back = segmentation_node_to_labels(muscles, phantom.image, "muscles")
+        self.assertTrue(np.array_equal(back.array, phantom.muscles.array))
+
+    def test_ClickCorrection(self):
+        import numpy as np
+
+        from spinekit.mrml import labels_to_segmentation_node, volume_to_node
+        from spinekit.mrml.geometry import lps_to_ras
+        from spinekit.mrml.segmentations import segment_mask
+        from spinekit.mrml.testing import small_phantom
+        from spinekit.segment.clicks import break_remove_slab
+
+        phantom = small_phantom()
+        axis = phantom.truth["vertebrae"]["L3"]["superior_axis_lps"]
+        broken = break_remove_slab(phantom.spine, 22, axis, thickness_mm=12.0)
+        volumeNode = volume_to_node(phantom.image, slicer.mrmlScene, "phantom")
+        node = labels_to_segmentation_node(broken, slicer.mrmlScene, "spine", "spine")
+        before = {sid: segment_mask(node, sid, phantom.image) for sid in ("L3", "L4")}
+        logic = SpineSegmentLogic()
+        pointRas = lps_to_ras(np.asarray(phantom.truth["vertebrae"]["L3"]["body_centroid_lps"]))
+        result = logic.addClick(volumeNode, node, "L3", pointRas, positive=True)
+        self.assertGreater(result.added, 0)
+        after = segment_mask(node, "L3", phantom.image)
+        self.assertEqual(int(np.count_nonzero(after & ~before["L3"])), result.added)
+        self.assertTrue(np.array_equal(segment_mask(node, "L4", phantom.image), before["L4"]))
+        self.assertTrue(logic.undo())
+        self.assertTrue(np.array_equal(segment_mask(node, "L3", phantom.image), before["L3"]))
+        self.assertTrue(logic.canRedo())
         self.delayDisplay("SpineSegment logic test passed")

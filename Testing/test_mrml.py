@@ -187,7 +187,7 @@ def test_set_segment_colors_and_risk_color(scene, spine_labels_volume):
     assert seg.GetSegment("L5").GetColor() == pytest.approx((0.0, 1.0, 0.0))
     assert seg.GetSegment("L3").GetColor() == pytest.approx(np.array(spine_labels.spine_label_info(22).color) / 255)
     assert risk_color(0.79) == pytest.approx((0.20, 0.70, 0.25))
-    assert risk_color(0.8) == risk_color(1.19) == pytest.approx((1.0, 0.70, 0.0))
+    assert risk_color(0.8) == risk_color(1.2) == pytest.approx((1.0, 0.70, 0.0))  # band edges as biomech classify
     assert risk_color(1.21) == pytest.approx((0.85, 0.10, 0.10))
     assert risk_color(float("nan")) == pytest.approx((0.6, 0.6, 0.6))
     with pytest.raises(LabelError):
@@ -271,27 +271,29 @@ def test_put_in_folder(scene, spine_labels_volume):
 
 
 def test_risk_bar_chart_bands(scene):
+    """risk.csv layout of spinekit biomech: one row per vertebra x task with factor_of_risk and class."""
     frame = pd.DataFrame(
         {
             "subject": "s1",
-            "structure": ["L5", "L3", "L4", "L1"],
-            "label": [24, 22, 23, 20],
-            "metric": "risk_ratio",
-            "value": [1.5, 0.5, 1.0, math.nan],
-            "unit": "1",
-            "method": "static optimization",
-            "reason": ["", "", "", "no strength"],
-            "task": ["lift", "lift", "lift", "lift"],
+            "vertebra": ["L5", "L3", "L4", "L1", "L4"],
+            "label": [24, 22, 23, 20, 23],
+            "task": ["lift", "lift", "lift", "lift", "stand"],
+            "load_N": [3000.0, 1000.0, 2000.0, 500.0, 600.0],
+            "strength_N": [2000.0, 2000.0, 2000.0, math.nan, 2000.0],
+            "factor_of_risk": [1.5, 0.5, 1.0, math.nan, 0.3],
+            "class": ["high", "low", "transition", "", "low"],
         }
     )
     chart = risk_bar_chart(frame, scene, "lift")
     assert chart.GetNumberOfPlotSeriesNodes() == 3
     table = chart.GetNthPlotSeriesNode(0).GetTableNode().GetTable()
     names = [table.GetColumnByName("structure").GetValue(i) for i in range(table.GetNumberOfRows())]
-    assert names == ["L1", "L3", "L4", "L5"]  # cranial to caudal
+    assert names == ["L1", "L3", "L4", "L5"]  # cranial to caudal, the other task left out
     assert [table.GetColumnByName("high").GetValue(i) for i in range(4)] == [0.0, 0.0, 0.0, 1.5]
-    assert [table.GetColumnByName("borderline").GetValue(i) for i in range(4)] == [0.0, 0.0, 1.0, 0.0]
+    assert [table.GetColumnByName("transition").GetValue(i) for i in range(4)] == [0.0, 0.0, 1.0, 0.0]
     assert [table.GetColumnByName("low").GetValue(i) for i in range(4)] == [0.0, 0.5, 0.0, 0.0]
     assert chart.GetNthPlotSeriesNode(0).GetPlotType() == slicer.vtkMRMLPlotSeriesNode.PlotTypeBar
     with pytest.raises(InputError, match="walk"):
         risk_bar_chart(frame, scene, "walk")
+    with pytest.raises(InputError, match="factor_of_risk"):
+        risk_bar_chart(frame.drop(columns="factor_of_risk"), scene, "lift")

@@ -12,9 +12,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spinekit.errors import InputError
+from spinekit.io import Volume
 from spinekit.mrml.dependencies import ensure_dependencies, missing_requirements
 from spinekit.mrml.process import (
     ProcessCancelledError,
@@ -158,6 +160,99 @@ def test_parse_progress_tqdm_and_plain():
     assert parse_progress(" 50%|#####     | 1/2 [00:01<00:01]") == (0.5, "")
     assert parse_progress("progress 0.25 registering L4") == (0.25, "registering L4")
     assert parse_progress("INFO loaded model") is None
+
+
+def test_parse_progress_reads_the_stages_tqdm_bars():
+    """Lines as ``spinekit measure``/``register``/``biomech`` print them (tqdm, unit "%", step in the postfix)."""
+    assert parse_progress("measure:  30%|███       | 30/100 [00:01<00:03, 22.43%/s, discs]  ") == (
+        0.3,
+        "measure: discs",
+    )
+    assert parse_progress("register:   0%|          | 0/100 [00:00<?, ?%/s]") == (0.0, "register")
+    line = "biomech:  50%|█████     | 50/100 [00:05<00:05,  9.91%/s, solving lift20_close]"
+    assert parse_progress(line) == (0.5, "biomech: solving lift20_close")
+    assert parse_progress("segment: 100%|██████████| 100/100 [00:09<00:00, 10.1%/s, done]") == (1.0, "segment: done")
+
+
+def test_subprocess_runner_reads_a_real_stage(tmp_path):
+    """A real ``spinekit measure`` child: its tqdm progress arrives through the runner, its files appear."""
+    pytest.importorskip("skimage")
+    from spinekit.io import write_labels
+    from spinekit.mrml.commands import measure_arguments
+
+    labels = np.zeros((30, 20, 20), np.int16)
+    labels[3:11, 5:15, 5:15], labels[11:14, 5:15, 5:15], labels[14:22, 5:15, 5:15] = 22, 122, 23
+    spine = write_labels(Volume(labels, (1.5, 1.5, 2.0)), tmp_path / "spine.nii.gz")
+    command = spinekit_command("measure", [*measure_arguments(spine, tmp_path / "out"), "--no-figure"], sys.executable)
+    updates = []
+    run_spinekit(command, SubprocessRunner(), lambda f, m: updates.append((f, m)))
+    assert updates[-1][0] == 1.0 and all(m.startswith("measure") for _, m in updates)
+    assert (tmp_path / "out" / "metrics.csv").is_file()
+
+
+def test_stage_arguments_parse_with_the_real_parsers(tmp_path):
+    """Every command the modules build is accepted by the stage's own argparse parser, with the meant values."""
+    from spinekit.mrml import commands as c
+
+    def parse(subcommand, arguments):
+        return c.parse_stage_arguments(spinekit_command(subcommand, arguments, python="py"))
+
+    _, args = parse(
+        "segment", c.segment_arguments(tmp_path / "i.nii.gz", tmp_path / "o", True, True, "MRI", "spinekit")
+    )
+    assert (args.image, args.out, args.targets, args.modality, args.device) == (
+        tmp_path / "i.nii.gz", tmp_path / "o", "spine,muscles", "mr", "cpu"
+    )  # fmt: skip
+    _, args = parse("measure", c.measure_arguments(Path("s"), Path("o"), Path("i"), Path("m"), Path("f"), Path("w")))
+    assert (args.spine, args.image, args.muscles, args.fat, args.water, args.out) == tuple(map(Path, "simfwo"))
+    _, args = parse("register", c.register_arguments(Path("b"), Path("bs"), Path("f"), Path("o"), Path("fs")))
+    assert (args.baseline, args.baseline_spine, args.followup, args.followup_spine) == tuple(
+        map(Path, ("b", "bs", "f", "fs"))
+    )
+    _, args = parse("register", c.register_arguments(Path("b"), Path("bs"), Path("f"), Path("o")))
+    assert args.followup_spine is None
+    arguments = c.biomech_arguments(
+        Path("s"), Path("o"), "male", 61, 180.5, 80, Path("m"), Path("i"), ["standing"], "x.osim"
+    )
+    _, args = parse("biomech", arguments)
+    assert (args.sex, args.age, args.height_cm, args.weight_kg, args.tasks) == ("male", 61.0, 180.5, 80.0, ["standing"])
+    assert (args.muscles, args.image, args.base_model) == (Path("m"), Path("i"), Path("x.osim"))
+    _, args = parse("biomech", c.biomech_arguments(Path("s"), Path("o"), "female", 60, 165, 60, tasks=["all"]))
+    assert args.tasks is None and args.base_model is None  # "all" = every built-in task
+
+
+def test_parse_stage_arguments_rejects_drifted_flags():
+    """Negative tests: the flags the previous module code guessed are refused by the real parsers."""
+    from spinekit.mrml.commands import parse_stage_arguments, resolve_device, segment_arguments
+
+    with pytest.raises(InputError, match="output-dir"):
+        parse_stage_arguments(spinekit_command("segment", ["img", "--out", "o", "--output-dir", "o"], python="py"))
+    with pytest.raises(InputError):
+        parse_stage_arguments(spinekit_command("measure", ["--labels", "s", "--out", "o"], python="py"))
+    with pytest.raises(InputError):
+        parse_stage_arguments(spinekit_command("register", ["--baseline-image", "b", "--out", "o"], python="py"))
+    with pytest.raises(InputError):
+        parse_stage_arguments(["py", "-c", "print()"])
+    with pytest.raises(InputError):
+        segment_arguments(Path("i"), Path("o"), spine=False, muscles=False)
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+
+
+def test_segment_qc_flags(tmp_path):
+    import json
+
+    from spinekit.mrml.commands import segment_qc_flags
+
+    flags = [{"flag": "missing_levels", "label": None, "detail": "L5"}, {"flag": "fragmented_label", "label": 23,
+             "detail": "second component over 10% of the label"}]  # fmt: skip
+    (tmp_path / "segment.json").write_text(json.dumps({"qc": {"flags": flags}, "timings_s": {}}))
+    assert segment_qc_flags(tmp_path) == [
+        "missing_levels: L5",
+        "fragmented_label (label 23): second component over 10% of the label",
+    ]
+    assert "unknown" in segment_qc_flags(tmp_path / "nothing")[0]
 
 
 def test_spinekit_command():

@@ -1,9 +1,10 @@
 """Colour-by-value helpers for the fracture-risk overlay.
 
-The factor of risk is applied load divided by failure load (Hayes et al. 1991, Crit Rev Biomed Eng 19:
-"factor of risk", phi); phi > 1 predicts failure (Melton et al. 1989, Calcif Tissue Int 45). The bands
-below put an uncertainty margin of +/-20 % around phi = 1, which is about the error of QCT-based
-vertebral strength estimates (Crawford et al. 2003, Bone 33: r^2 = 0.86 against cadaver failure loads).
+The factor of risk is applied load divided by failure load (concept: Hayes WC, Piazza SJ, Zysset PK 1991,
+Radiol Clin North Am 29:1-18; used per vertebra with QCT strength by Bouxsein ML et al. 2006, J Bone Miner Res
+21:1475-1482). The threshold 1.0 and the +/-20 % transition band around it are the project's choice, defined once
+in :mod:`spinekit.biomech.constants` (``RISK_THRESHOLD``, ``RISK_TRANSITION``, where the band's source is cited);
+the bands here are :func:`spinekit.biomech.risk.classify`, so the overlay and ``risk.csv``'s ``class`` column agree.
 """
 
 from __future__ import annotations
@@ -13,38 +14,37 @@ from collections.abc import Mapping, Sequence
 
 import slicer
 
+from spinekit.biomech import constants as biomech_constants
+from spinekit.biomech.risk import classify
 from spinekit.errors import LabelError
 
-#: (upper bound of the band, name, RGB 0-1), lowest band first.
-RISK_BANDS: tuple[tuple[float, str, tuple[float, float, float]], ...] = (
-    (0.8, "low", (0.20, 0.70, 0.25)),
-    (1.2, "borderline", (1.00, 0.70, 0.00)),
-    (math.inf, "high", (0.85, 0.10, 0.10)),
+#: (class name as in risk.csv, RGB 0-1), lowest risk first: green, amber, red.
+RISK_BANDS: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("low", (0.20, 0.70, 0.25)),
+    ("transition", (1.00, 0.70, 0.00)),
+    ("high", (0.85, 0.10, 0.10)),
 )
 #: Colour of a vertebra whose ratio could not be computed (NaN).
 NO_VALUE_COLOR = (0.6, 0.6, 0.6)
 
 
-def risk_band(ratio: float) -> str:
-    """Band name: "low" (< 0.8), "borderline" (0.8-1.2), "high" (> 1.2), "unknown" for NaN."""
+def risk_band(ratio: float | None) -> str:
+    """ "low", "transition" or "high" (as :func:`spinekit.biomech.risk.classify`), "unknown" for NaN/None."""
     if ratio is None or not math.isfinite(ratio):
         return "unknown"
-    return next(name for bound, name, _ in RISK_BANDS if ratio < bound or bound == math.inf)
+    return classify(float(ratio))
 
 
-def risk_color(ratio: float) -> tuple[float, float, float]:
-    """Green below 0.8, amber from 0.8 to 1.2, red above 1.2, grey for NaN (RGB 0-1)."""
-    if ratio is None or not math.isfinite(ratio):
-        return NO_VALUE_COLOR
-    for bound, _, color in RISK_BANDS:
-        if ratio < bound:
-            return color
-    return RISK_BANDS[-1][2]
+def risk_color(ratio: float | None) -> tuple[float, float, float]:
+    """Green (low), amber (within the transition band), red (high), grey for NaN (RGB 0-1)."""
+    return dict(RISK_BANDS).get(risk_band(ratio), NO_VALUE_COLOR)
 
 
 def risk_legend() -> str:
     """One-line legend for the overlay (plain text; the GUI may render it in colour)."""
-    return "green: load/strength < 0.8   amber: 0.8-1.2   red: > 1.2   grey: not computed"
+    low = biomech_constants.RISK_THRESHOLD * (1 - biomech_constants.RISK_TRANSITION)
+    high = biomech_constants.RISK_THRESHOLD * (1 + biomech_constants.RISK_TRANSITION)
+    return f"green: load/strength < {low:g}   amber: {low:g}-{high:g}   red: > {high:g}   grey: not computed"
 
 
 def _as_unit_rgb(color: Sequence[float]) -> tuple[float, float, float]:

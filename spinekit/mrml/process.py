@@ -22,8 +22,13 @@ from spinekit.errors import InputError, SpinekitError
 
 logger = logging.getLogger(__name__)
 
-#: tqdm's default bar: "desc:  45%|####5     | 9/20 [00:01<00:02, 4.5it/s]" (tqdm documentation, format_meter).
-_TQDM = re.compile(r"^(?:(?P<desc>.*?):\s*)?(?P<pct>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)")
+#: tqdm's default bar: "desc:  45%|####5     | 9/20 [00:01<00:02, 4.5it/s, postfix]" (tqdm documentation,
+#: ``format_meter``: ``{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]``). The
+#: spinekit stages print their step ("registering L4") as the postfix.
+_TQDM = re.compile(
+    r"^(?:(?P<desc>.*?):\s*)?(?P<pct>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)"
+    r"(?:\s*\[[^,\]]*,\s*[^,\]]*(?:,\s*(?P<postfix>[^\]]*))?\])?"
+)
 #: Plain progress lines a stage may print: "progress 0.45 registering L4".
 _PLAIN = re.compile(r"^progress[:\s]+(?P<fraction>[0-9.]+)\s*(?P<message>.*)$", re.IGNORECASE)
 
@@ -51,9 +56,17 @@ class SubprocessRunner:
         self.env = env
 
     def run(self, command: Sequence[str], on_line: Callable[[str], None], should_cancel: Callable[[], bool]) -> int:
-        env = dict(os.environ, **(self.env or {}), PYTHONUNBUFFERED="1")
+        # UTF-8 both ways: tqdm draws its bar with block characters, which a Windows code page cannot decode.
+        env = dict(os.environ, **(self.env or {}), PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         process = subprocess.Popen(
-            list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            env=env,
         )
         assert process.stdout is not None
         # tqdm rewrites its line with "\r": split on both so each update arrives as a line.
@@ -87,7 +100,8 @@ def parse_progress(line: str) -> tuple[float, str] | None:
     if match:
         total = int(match["total"])
         fraction = int(match["n"]) / total if total else int(match["pct"]) / 100.0
-        return min(max(fraction, 0.0), 1.0), (match["desc"] or "").strip()
+        parts = [(match["desc"] or "").strip(), (match["postfix"] or "").strip()]
+        return min(max(fraction, 0.0), 1.0), ": ".join(p for p in parts if p)
     match = _PLAIN.match(line)
     if match:
         try:

@@ -43,7 +43,10 @@ def metrics_to_table_node(
     for column in frame.columns:
         table.AddColumn(_column_array(frame[column]))
     node.SetAndObserveTable(table)
-    node.SetUseColumnNameAsColumnHeader(True)
+    if hasattr(node, "SetUseColumnTitleAsColumnHeader"):  # Slicer >= 5.7; the older name is deprecated there
+        node.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        node.SetUseColumnNameAsColumnHeader(True)
     return node
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import slicer
 
 from spinekit import labels as spine_labels
+from spinekit.mrml.resources import CONTEXT_NAME, LEFT, RIGHT
 
-#: Context names of Slicer's built-in lists (Slicer Terminologies module, 5.x).
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+#: Our terminology context (Resources/Terminology, loaded by the extension at start-up with
+#: spinekit.mrml.resources.register_terminology) and Slicer's built-in anatomic context (Terminologies module, 5.x).
+TERMINOLOGY_CONTEXT = CONTEXT_NAME
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-#: Laterality modifiers, SNOMED-CT (DICOM CID 244 "Laterality").
-LEFT = spine_labels.Code("SCT", "7771000", "Left")
-RIGHT = spine_labels.Code("SCT", "24028007", "Right")
 
 
 def type_modifier_for(value: int, kind: str) -> spine_labels.Code | None:

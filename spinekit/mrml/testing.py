@@ -1,34 +1,32 @@
-"""Small spine image + labels for the modules' self-tests (phantom when available, else a block model)."""
+"""Small phantoms with exact truth for the modules' self-tests (built once per process)."""
 
 from __future__ import annotations
 
-import numpy as np
+from functools import lru_cache
 
-from spinekit import labels as spine_labels
 from spinekit.io import Volume
 
 
-def small_spine() -> tuple[Volume, Volume]:
-    """(CT-like image, spine labels) of L3-L5 with discs L3/L4, L4/L5 at 2 mm spacing.
+@lru_cache(maxsize=1)
+def small_phantom():
+    """L2-L4 CT phantom (``spinekit.phantom.Phantom``: ``.image``, ``.spine``, ``.muscles``, ``.truth``), 2 mm voxels.
 
-    Uses ``spinekit.phantom.make_phantom`` when it exists and returns ``.image``/``.labels``; otherwise
-    blocks of cancellous-bone intensity (200 HU) in soft tissue (40 HU) with exact labels.
+    Cropped to the spine (``field_of_view="spine"``): about 80 x 90 x 100 voxels, built in about a second.
     """
-    try:
-        from spinekit.phantom import make_phantom
+    from spinekit.phantom import PhantomConfig, make_phantom
 
-        phantom = make_phantom()
-        return phantom.image, phantom.labels
-    except (ImportError, AttributeError, TypeError):
-        pass
-    labels = np.zeros((40, 24, 24), dtype=np.int16)
-    for index, (vertebra, disc) in enumerate(((22, 122), (23, 123), (24, None))):
-        k0 = 2 + 12 * index
-        labels[k0 : k0 + 8, 6:18, 6:18] = vertebra
-        if disc:
-            labels[k0 + 8 : k0 + 12, 6:18, 6:18] = disc
-    labels[2:36, 18:21, 10:14] = spine_labels.CANAL
-    image = np.where(labels == 0, 40, 200).astype(np.int16)
-    image[np.isin(labels, (122, 123))] = 90
-    geometry = {"spacing": (2.0, 2.0, 2.0), "origin": (-24.0, -24.0, -40.0)}
-    return Volume(image, **geometry), Volume(labels, **geometry)
+    return make_phantom(PhantomConfig(levels="L2-L4", spacing=(2.0, 2.0, 2.0), field_of_view="spine"))
+
+
+@lru_cache(maxsize=1)
+def small_followup():
+    """A follow-up of :func:`small_phantom` with a known rigid motion per vertebra (``truth["followup"]``)."""
+    from spinekit.phantom import FollowupConfig, make_followup
+
+    return make_followup(small_phantom(), FollowupConfig(max_rotation_deg=8.0, max_translation_mm=10.0))
+
+
+def small_spine() -> tuple[Volume, Volume]:
+    """(CT image, spine labels) of :func:`small_phantom`."""
+    phantom = small_phantom()
+    return phantom.image, phantom.spine

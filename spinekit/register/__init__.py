@@ -9,11 +9,14 @@ named ``<level>_followup_to_baseline.tfm`` after that use.
 
 from __future__ import annotations
 
-from spinekit.register.quality import QualityReport, assess_registration
+from spinekit.register.changemap import ChangeMapConfig, ChangeMaps, vertebra_change_maps
+from spinekit.register.quality import QualityReport, assess_registration, level_shift
 from spinekit.register.simulate import Collapse, Lesion, RigidMotion, SimulatedFollowup, simulate_followup
 from spinekit.register.vertebra import RegistrationConfig, VertebraRegistration, register_vertebra
 
 __all__ = [
+    "ChangeMapConfig",
+    "ChangeMaps",
     "Collapse",
     "Lesion",
     "QualityReport",
@@ -22,6 +25,8 @@ __all__ = [
     "SimulatedFollowup",
     "VertebraRegistration",
     "assess_registration",
+    "level_shift",
     "register_vertebra",
     "simulate_followup",
+    "vertebra_change_maps",
 ]

@@ -5,41 +5,50 @@ map, so the shape is resampled without nearest-neighbour staircase), and every m
 frame, body centroid and measurement lines, so a change is a change of the bone, not of where it was measured:
 
 * volume of the whole vertebra (mm³ and %);
-* anterior / middle / posterior body heights along the vertebra's superior axis at 85/50/15 % of the depth
-  (:func:`spinekit.morphometry.heights.heights_along`, TotalSegmentator positions) and their loss (mm and %);
+* anterior / middle / posterior body heights at 85/50/15 % of the depth (:func:`spinekit.morphometry.heights.
+  heights_along`, TotalSegmentator positions), each scan's body in its own endplate frame (:func:`endplate_axes`),
+  and their loss (mm and %);
 * Genant grade at both times: the semi-quantitative grade of the shape ratios (:func:`genant_grade`) and, at
   follow-up, the incident-deformity grade of the largest height loss relative to the same vertebra at baseline
   (Genant et al. 1993, J Bone Miner Res 8:1137: 20-25 % grade 1, 25-40 % grade 2, > 40 % grade 3);
-* mean intensity of the trabecular body (≥ 1.5 mm inside the bone surface, clear of the cortex and partial volume),
-  as HU for CT and vBMD when a calibration is given (:class:`spinekit.biomech.strength.Calibration`);
+* mean intensity of the trabecular body where both scans have bone (≥ 1 mm + 1.5 voxels inside both surfaces,
+  clear of the cortex and partial volume), as HU for CT and vBMD when a calibration is given
+  (:class:`spinekit.biomech.strength.Calibration`);
 * lesion volume inside the vertebra when lesion maps are given (any non-zero lesion voxel inside the level).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from spinekit.io import Volume
-from spinekit.labels import VERTEBRA_NAMES
+from spinekit.labels import SACRUM, VERTEBRA_NAMES
 from spinekit.register.geometry import crop_to_label, signed_distance
 from spinekit.tables import Measurement, missing
 
-#: Depth inside the bone surface (mm) from which the trabecular mean is taken (clears a 1 mm cortex and the
-#: partial-volume rim of 1-1.5 mm voxels).
+#: Least depth inside the bone surface (mm) from which the trabecular mean is taken.
 TRABECULAR_INSET_MM = 1.5
+#: Cortical shell thickness (mm) of lumbar bodies, about 0.4-1 mm (Silva et al. 1994, J Bone Miner Res 9:1137);
+#: the inset is this plus 1.5 voxels, so neither the shell nor its partial-volume/interpolation rim (a linearly
+#: resampled follow-up spreads it over about one voxel) reaches the mean: on the 2 mm phantom a 1.5 mm inset read
+#: an intact body 38 HU too dense at follow-up.
+CORTEX_MM = 1.0
 #: The follow-up body is the aligned follow-up vertebra within this distance (mm) of the baseline body, so a body
 #: that bulges (retropulsion, blastic growth) is still measured whole, while the posterior elements are not.
 BODY_REGION_MARGIN_MM = 3.0
 #: Incident Genant grades from height loss relative to baseline (Genant et al. 1993, Fig. 1).
 GENANT_LOSS_THRESHOLDS = (0.20, 0.25, 0.40)
 POSITIONS = ("anterior", "middle", "posterior")
-#: How far (mm) a follow-up height line looks for the body from the baseline point (a 40 % collapse of a 30 mm
-#: body moves an endplate by 12 mm).
-LINE_SEARCH_MM = 15.0
+#: Central share of the body's depth and width whose endplates define the mid-plane (the rounded rims left out).
+ENDPLATE_FIT_FRACTION = 0.7
+#: Metrics that need the whole vertebra in both scans.
+SHAPE_METRICS = ("volume_", "height_", "genant_")
 METHOD_SHAPE = "baseline frame after per-vertebra rigid registration"
 
 
@@ -82,6 +91,14 @@ def align_level(
         followup_distance=followup_distance,
         body=body,
     )
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether a boolean mask reaches the outermost voxel layer of its array."""
+    return bool(
+        mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any() or mask[..., 0].any()
+        or mask[..., -1].any()
+    )  # fmt: skip
 
 
 def _crop_volume(reference: sitk.Image, array: np.ndarray) -> Volume:
@@ -154,6 +171,18 @@ def level_changes(
     rows.extend(
         _intensity_rows(name, label, aligned, transform, baseline_image, followup_image, calibration, intensity_reason)
     )
+    cut = [which for which, spine, v in (("baseline", baseline_spine, label), ("follow-up", followup_spine, flabel))
+           if touches_border(spine.array == v)]  # fmt: skip
+    if cut:
+        # A vertebra cut by the field of view has no whole volume or body to compare: say so rather than report a
+        # change that is only the edge of the image.
+        reason = f"vertebra cut by the {' and '.join(cut)} field of view (touches the image border)"
+        rows = [
+            missing(r.structure, r.label, r.metric, r.unit, r.method, reason)
+            if r.metric.startswith(SHAPE_METRICS)
+            else r
+            for r in rows
+        ]
     if baseline_lesions is not None or followup_lesions is not None:
         l0 = _lesion_volume(baseline_lesions, baseline_spine, label)
         l1 = _lesion_volume(followup_lesions, followup_spine, flabel)
@@ -175,11 +204,14 @@ def _lesion_volume(lesions: Volume | None, spine: Volume, label: int) -> float:
 
 def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Measurement]:
     from spinekit.morphometry.body import genant_grade
-    from spinekit.morphometry.heights import heights_along
 
+    reason_sacrum = ""
+    if label == SACRUM:
+        aligned = dataclasses.replace(aligned, body=None)
+        reason_sacrum = "the sacrum has no vertebral body heights"
     units = {"height": "mm", "loss": "mm", "percent": "%", "grade": "grade"}
     if aligned.body is None or frame is None or not aligned.body.any():
-        reason = "vertebral body could not be separated from the posterior elements"
+        reason = reason_sacrum or "vertebral body could not be separated from the posterior elements"
         rows = []
         for pos in POSITIONS:
             for metric, unit in ((f"height_{pos}_baseline", "mm"), (f"height_{pos}_followup", "mm"),
@@ -189,11 +221,13 @@ def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Me
             rows.append(missing(name, label, metric, units["grade"], "Genant 1993", reason))
         return rows
     body0, body1 = body_regions(aligned)
-    points = _crop_points(aligned.reference, body0)
-    centre = points.mean(axis=0)
-    axes = (np.asarray(frame.superior), np.asarray(frame.anterior), np.asarray(frame.right))
-    h0 = heights_along(_crop_volume(aligned.reference, body0), centre, *axes)
-    h1 = _heights_on_lines(_crop_volume(aligned.reference, body1), h0, axes[0], axes[2])
+    start_axes = (np.asarray(frame.superior), np.asarray(frame.anterior), np.asarray(frame.right))
+    # Each body is measured in its own endplate frame (the carried baseline axes turned to the mid-plane of its
+    # endplates), through its own centroid at 15/50/85 % of its own depth, on a soft mask whose 0.5 level is the
+    # zero of the signed distance: a residual tilt of the registration does not leak into the heights, and any
+    # systematic error of the height method cancels in the loss.
+    h0 = _own_frame_heights(aligned, aligned.baseline_distance, body0, start_axes)
+    h1 = _own_frame_heights(aligned, aligned.followup_distance, body1, start_axes)
     rows: list[Measurement] = []
     losses = []
     for pos in POSITIONS:
@@ -230,32 +264,62 @@ def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Me
     return rows
 
 
-def _heights_on_lines(mask: Volume, baseline, superior: np.ndarray, right: np.ndarray):
-    """Heights of ``mask`` on the baseline's own measurement lines (same points, same axis).
+def _own_frame_heights(aligned: AlignedLevel, distance: np.ndarray, region: np.ndarray, axes: tuple):
+    from spinekit.morphometry.heights import HeightResult, heights_along
 
-    The follow-up depth is not re-measured: a collapsed body would move the 15/50/85 % points. Each line searches
-    up to :data:`LINE_SEARCH_MM` for the body, since a collapsed endplate can drop below the baseline point.
+    if not region.any():
+        return HeightResult(heights={p: math.nan for p in POSITIONS}, reason="no follow-up body near the baseline body")
+    mask = _soft_mask(aligned, distance, region)
+    centre = _crop_points(aligned.reference, region).mean(axis=0)
+    return heights_along(mask, centre, *endplate_axes(mask, centre, *axes))
+
+
+def endplate_axes(
+    mask: Volume, centre: np.ndarray, superior: np.ndarray, anterior: np.ndarray, right: np.ndarray, rounds: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame turned so that ``superior`` is normal to the mid-plane between the two endplates of a body.
+
+    Lines along ``superior`` over the central :data:`ENDPLATE_FIT_FRACTION` of the body's depth and width give
+    both endplate surfaces; a least-squares plane through each (slopes along anterior and right) and the mean of
+    the two slopes is the tilt of the mid-plane, which defines the vertebra's superior axis as in the phantom
+    truth and in Genant's method (heights perpendicular to the endplates' mean plane; Genant et al. 1993). The
+    frame is kept when too few lines cross the body.
     """
     from spinekit.morphometry.geometry import line_extents
-    from spinekit.morphometry.heights import LATERAL_OFFSETS_MM, HeightResult
-    from spinekit.morphometry.heights import POSITIONS as FRACTIONS
 
-    result = HeightResult(heights={name: math.nan for name in FRACTIONS})
-    if baseline.depth_segment is None:
-        result.reason = baseline.reason or "baseline depth line not found"
-        return result
-    posterior_end, anterior_end = (np.asarray(p, dtype=float) for p in baseline.depth_segment)
-    offsets = np.asarray(LATERAL_OFFSETS_MM, dtype=float)
-    for name, fraction in FRACTIONS.items():
-        point = posterior_end + fraction * (anterior_end - posterior_end)
-        points = point[None, :] + offsets[:, None] * np.asarray(right)[None, :]
-        low, high = line_extents(mask, points, superior, search_mm=LINE_SEARCH_MM)
-        extent = high - low
-        if np.all(~np.isfinite(extent)):
-            result.reason = f"no follow-up body on the {name} height line"
-            continue
-        result.heights[name] = float(np.nanmedian(extent))
-    return result
+    superior, anterior, right = (np.asarray(v, dtype=float) for v in (superior, anterior, right))
+    for _ in range(rounds):
+        low, high = line_extents(mask, np.asarray(centre)[None, :], anterior)
+        wide_low, wide_high = line_extents(mask, np.asarray(centre)[None, :], right)
+        if not (np.isfinite(low[0]) and np.isfinite(wide_low[0])):
+            break
+        half = 0.5 * ENDPLATE_FIT_FRACTION
+        mid_a, mid_r = 0.5 * (low[0] + high[0]), 0.5 * (wide_low[0] + wide_high[0])
+        da = mid_a + np.linspace(-half, half, 9) * (high[0] - low[0])
+        dr = mid_r + np.linspace(-half, half, 7) * (wide_high[0] - wide_low[0])
+        ga, gr = (g.ravel() for g in np.meshgrid(da, dr, indexing="ij"))
+        points = centre[None, :] + ga[:, None] * anterior[None, :] + gr[:, None] * right[None, :]
+        bottom, top = line_extents(mask, points, superior)
+        ok = np.isfinite(bottom) & np.isfinite(top)
+        if ok.sum() < 12:
+            break
+        design = np.stack([np.ones(ok.sum()), ga[ok], gr[ok]], axis=1)
+        fit_top = np.linalg.lstsq(design, top[ok], rcond=None)[0]
+        slope = 0.5 * (fit_top + np.linalg.lstsq(design, bottom[ok], rcond=None)[0])
+        tilted = superior - slope[1] * anterior - slope[2] * right
+        superior = tilted / np.linalg.norm(tilted)
+        anterior = anterior - np.dot(anterior, superior) * superior
+        anterior /= np.linalg.norm(anterior)
+        right = np.cross(anterior, superior)
+    return superior, anterior, right
+
+
+def _soft_mask(aligned: AlignedLevel, distance: np.ndarray, region: np.ndarray) -> Volume:
+    """A 0-1 mask that crosses 0.5 at the zero of ``distance`` (linear over one voxel), kept near ``region``."""
+    voxel = float(min(aligned.reference.GetSpacing()))
+    soft = np.clip(0.5 - distance / voxel, 0.0, 1.0)
+    near = ndimage.binary_dilation(region, iterations=1)
+    return _crop_volume(aligned.reference, np.where(near, soft, 0.0))
 
 
 def _crop_points(reference: sitk.Image, mask: np.ndarray) -> np.ndarray:
@@ -283,7 +347,9 @@ def _intensity_rows(
         ("vbmd_body_followup", "mg/cm3"),
         ("vbmd_body_change", "mg/cm3"),
     ]
-    method = f"mean >= {TRABECULAR_INSET_MM} mm inside the body surface"
+    voxel = float(max(aligned.reference.GetSpacing()))
+    inset = max(TRABECULAR_INSET_MM, CORTEX_MM + 1.5 * voxel)
+    method = f"mean >= {inset:.1f} mm inside the body surface, bone present in both scans"
     if not reason and (baseline_image is None or followup_image is None):
         reason = "no baseline and follow-up images given"
     if not reason and aligned.body is None:
@@ -291,8 +357,10 @@ def _intensity_rows(
     if reason:
         return [missing(name, label, m, u, method, reason) for m, u in metrics]
     body0, body1 = body_regions(aligned)
-    inner0 = body0 & (aligned.baseline_distance <= -TRABECULAR_INSET_MM)
-    inner1 = body1 & (aligned.followup_distance <= -TRABECULAR_INSET_MM)
+    # The same bone at both times: the trabecular core of the baseline body that the aligned follow-up also covers
+    # (a collapsed or remodelled part is compared where it still is).
+    inner0 = body0 & (aligned.baseline_distance <= -inset) & (aligned.followup_distance <= -inset)
+    inner1 = inner0
     base = sitk.GetArrayFromImage(
         sitk.Resample(
             baseline_image.to_sitk(), aligned.reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32

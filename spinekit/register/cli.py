@@ -9,6 +9,9 @@ Writes into ``--out``:
   skipped levels with their reason; flagged registrations with NaN change and the flags as reason);
 * ``followup_in_baseline_<level>.nii.gz``: the follow-up image (or its labels) resampled into the baseline frame
   on a box around that vertebra;
+* with ``--change-maps``: ``change_jacobian_<level>.nii.gz`` (Jacobian determinant of the deformable B-spline
+  stage, < 1 where bone was lost) and ``change_difference_<level>.nii.gz`` (follow-up minus baseline intensity after
+  alignment; same modality only), on the baseline crop of each level, plus their rows in ``changes.csv``;
 * ``README.txt``: the transform convention.
 """
 
@@ -55,11 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="baseline,follow-up modalities (ct/mr), e.g. 'ct,mr'; 'auto' guesses from intensities",
     )
     parser.add_argument("--subject", default="", help="subject id written into the table")
+    parser.add_argument(
+        "--change-maps",
+        action="store_true",
+        help="also fit a deformable (B-spline) stage per vertebra and write Jacobian and intensity-difference maps",
+    )
 
 
 def guess_modality(image: Volume) -> str:
-    """ "ct" when the image holds air-like values below -500 (Hounsfield units), else "mr"."""
-    return "ct" if float(np.percentile(image.array, 1)) < -500 else "mr"
+    """ "ct" when the image holds values below -50 (fat is about -100 HU, air -1000 HU), else "mr".
+
+    MR magnitude images are non-negative; a CT cropped to the spine (no air) still has fat below -50 HU
+    (Hounsfield unit ranges: Kalender 2011, Computed Tomography, 3rd ed., Table 1.1).
+    """
+    return "ct" if float(np.percentile(image.array, 1)) < -50 else "mr"
 
 
 def run_register(
@@ -74,6 +86,7 @@ def run_register(
     modalities: tuple[str, str] | None = None,
     subject: str = "",
     progress=None,
+    change_maps: bool = False,
 ) -> list[Path]:
     """Read the inputs, register, and write transforms, table and resampled follow-ups; returns the written paths."""
     base_image = read_volume(baseline)
@@ -99,6 +112,7 @@ def run_register(
         levels=levels,
         intensity_reason=reason,
         subject=subject,
+        change_maps=change_maps,
         progress=progress,
     )
     return write_outputs(result, base_spine, follow_image, Path(out))
@@ -137,6 +151,11 @@ def write_outputs(result: SpineRegistration, baseline_spine: Volume, followup_im
             followup_image.to_sitk(), box, registration.transform, sitk.sitkLinear, float(followup_image.array.min())
         )
         written.append(write_volume(Volume.from_sitk(resampled), out / f"followup_in_baseline_{name}.nii.gz"))
+        maps = result.change_maps.get(label)
+        if maps is not None and maps.jacobian is not None:
+            written.append(write_volume(maps.jacobian, out / f"change_jacobian_{name}.nii.gz"))
+        if maps is not None and maps.difference is not None:
+            written.append(write_volume(maps.difference, out / f"change_difference_{name}.nii.gz"))
     written.append(write_table(result.table, out / "changes.csv"))
     readme = out / "README.txt"
     tmp = atomic_path(readme)
@@ -165,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         written = run_register(
             args.baseline, args.baseline_spine, args.followup, args.out, args.followup_spine, levels,
-            args.baseline_lesions, args.followup_lesions, modalities, args.subject, progress,
+            args.baseline_lesions, args.followup_lesions, modalities, args.subject, progress, args.change_maps,
         )  # fmt: skip
     finally:
         bar.close()
@@ -189,4 +208,5 @@ def demo(workdir: Path, phantom_dir: Path) -> list[Path]:
         baseline_lesions=lesions[0] if have_lesions else None,
         followup_lesions=lesions[1] if have_lesions else None,
         subject="phantom",
+        change_maps=True,
     )

@@ -179,7 +179,7 @@ def _frame_from_body(frame, body_points: np.ndarray):
     if np.linalg.norm(anterior) < 1.0 or np.dot(anterior, frame.anterior) <= 0:
         anterior = np.asarray(frame.anterior) - np.dot(frame.anterior, superior) * superior
     anterior = anterior / np.linalg.norm(anterior)
-    right = np.cross(superior, anterior)
+    right = np.cross(anterior, superior)  # patient right in LPS (as spinekit.morphometry.frames)
     return dataclasses.replace(
         frame, body_centroid_lps=centre, superior=superior, anterior=anterior, right=right,
         axis_method="body principal axis (body cut at the pedicle waist)",

@@ -21,9 +21,10 @@ import SimpleITK as sitk
 from spinekit.errors import InputError
 from spinekit.io import Volume
 from spinekit.labels import CRANIOCAUDAL_ORDER, VERTEBRA_NAMES, is_vertebra
+from spinekit.register.changemap import ChangeMapConfig, ChangeMaps, change_map_rows, vertebra_change_maps
 from spinekit.register.changes import level_changes
 from spinekit.register.geometry import body_mask_and_frame, transform_points
-from spinekit.register.quality import QualityReport, QualityThresholds, assess_all
+from spinekit.register.quality import QualityReport, QualityThresholds, assess_all, level_shift, level_shift_flag
 from spinekit.register.vertebra import RegistrationConfig, VertebraRegistration, register_vertebra
 from spinekit.tables import Measurement, missing, to_frame
 
@@ -42,6 +43,7 @@ class SpineRegistration:
         skipped: level -> reason for levels that were not registered.
         table: tidy change table (one row per level x metric, plus skipped levels with their reason).
         body_masks / frames: the baseline bodies and frames used for the heights.
+        change_maps: per level, the deformable stage's Jacobian and intensity-difference maps (when asked for).
     """
 
     registrations: dict[int, VertebraRegistration]
@@ -50,6 +52,7 @@ class SpineRegistration:
     table: pd.DataFrame
     body_masks: dict[int, np.ndarray] = field(default_factory=dict)
     frames: dict = field(default_factory=dict)
+    change_maps: dict[int, ChangeMaps] = field(default_factory=dict)
 
 
 def vertebra_levels(spine: Volume) -> list[int]:
@@ -79,6 +82,7 @@ def register_spines(
     calibration=None,
     intensity_reason: str = "",
     subject: str = "",
+    change_maps: bool | ChangeMapConfig = False,
     progress: Progress | None = None,
 ) -> SpineRegistration:
     """Register every level present in both scans and measure its change.
@@ -92,6 +96,8 @@ def register_spines(
         calibration: HU -> vBMD calibration with ``vbmd(hu)`` (optional).
         intensity_reason: why intensities must not be compared (e.g. different modalities); empty if they can.
         subject: subject id for the table.
+        change_maps: also run the deformable stage per level and make its maps (:mod:`.changemap`); a
+            :class:`ChangeMapConfig` sets it up. Flagged levels get none.
         progress: callback (fraction done, message).
 
     Raises:
@@ -140,7 +146,13 @@ def register_spines(
         voxel_mm=voxel,
         thresholds=thresholds,
     )
+    shift_flag = level_shift_flag(*level_shift(baseline_spine, followup_spine, thresholds))
+    if shift_flag:
+        log.warning(shift_flag)
+        for report in quality.values():
+            report.flags.append(shift_flag)
     rows: list[Measurement] = []
+    maps: dict[int, ChangeMaps] = {}
     for label, registration in registrations.items():
         report = quality[label]
         rows.extend(_registration_rows(registration, report))
@@ -158,6 +170,17 @@ def register_spines(
             calibration=calibration,
             intensity_reason=intensity_reason,
         )
+        if change_maps and report.ok:
+            config_maps = change_maps if isinstance(change_maps, ChangeMapConfig) else None
+            try:
+                maps[label] = vertebra_change_maps(
+                    baseline_spine, followup_spine, label, registration.transform,
+                    baseline_image=baseline_image, followup_image=followup_image,
+                    intensity_reason=intensity_reason, config=config_maps,
+                )  # fmt: skip
+                level_rows.extend(change_map_rows(maps[label], baseline_spine, body_masks.get(label)))
+            except InputError as exc:
+                log.warning("no change maps for %s: %s", VERTEBRA_NAMES.get(label), exc)
         if not report.ok:
             level_rows = [
                 missing(r.structure, r.label, r.metric, r.unit, r.method, f"registration flagged: {report.reason}")
@@ -170,7 +193,7 @@ def register_spines(
     table = table.sort_values(by="label", key=lambda s: s.map(_order), kind="stable").reset_index(drop=True)
     if progress:
         progress(1.0, "done")
-    return SpineRegistration(registrations, quality, skipped, table, body_masks, frames)
+    return SpineRegistration(registrations, quality, skipped, table, body_masks, frames, maps)
 
 
 def _order(label: int) -> int:

@@ -12,7 +12,11 @@ wrong (``ok`` is False when any flag is raised). The checks:
   10-15 deg per level, Pearcy et al. 1984, Spine 9:294, Table 1), so larger values mean a wrong initialisation or
   a label mix-up;
 * neighbours: the level's transform must carry the baseline centroids of its neighbours closest to the follow-up
-  centroids of the same neighbours; swapped or shifted labels break this.
+  centroids of the same neighbours; swapped labels break this;
+* level shift: when every follow-up label is off by one level, the neighbour check still passes (the neighbours are
+  shifted too). :func:`level_shift` compares per-level shape descriptors (volume and the three principal extents,
+  which grow caudally by about 5-10 % per lumbar level: Zhou et al. 2000, Eur Spine J 9:242, Table 1) of baseline
+  level v with follow-up level v, v - 1 and v + 1; a shifted match that fits clearly better flags every level.
 """
 
 from __future__ import annotations
@@ -21,15 +25,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import SimpleITK as sitk
 
-from spinekit.labels import CRANIOCAUDAL_ORDER, VERTEBRA_NAMES
+from spinekit.io import Volume
+from spinekit.labels import CRANIOCAUDAL_ORDER, VERTEBRA_NAMES, is_vertebra
 from spinekit.register.geometry import rotation_angle_deg, transform_points
 from spinekit.register.vertebra import VertebraRegistration
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """Limits of a plausible registration (see the module docstring for their sources)."""
+    """Limits of a plausible registration (see the module docstring for their sources).
+
+    ``shift_*``: labels are called shifted when a ±1 shift has at most ``shift_ratio`` of the as-labelled descriptor
+    mismatch, the as-labelled mismatch is above ``shift_min_mismatch`` (3 %, the scan-to-scan variation of a
+    vertebra's segmented volume) and at least ``shift_min_levels`` levels overlap under the shift.
+    """
 
     residual_mean_mm: float = 1.0
     residual_voxel_factor: float = 0.8
@@ -37,6 +48,9 @@ class QualityThresholds:
     max_changed_fraction: float = 0.5
     max_rotation_deg: float = 20.0
     max_deviation_mm: float = 25.0
+    shift_ratio: float = 0.5
+    shift_min_mismatch: float = 0.03
+    shift_min_levels: int = 3
 
 
 @dataclass
@@ -166,3 +180,59 @@ def assess_all(
         report.flags.extend(neighbour_flags(registration, baseline_centroids, followup_centroids))
         reports[label] = report
     return reports
+
+
+def shape_descriptors(spine: Volume) -> dict[int, np.ndarray]:
+    """Per vertebra: log of volume (mm^3) and of the three principal extents (sqrt of principal moments, mm)."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(spine.to_sitk(), sitk.sitkUInt16))
+    out = {}
+    for label in stats.GetLabels():
+        if not is_vertebra(int(label)):
+            continue
+        moments = np.clip(np.asarray(stats.GetPrincipalMoments(label)), 1e-6, None)
+        out[int(label)] = np.log(np.r_[stats.GetPhysicalSize(label), np.sqrt(moments)])
+    return out
+
+
+def level_shift(
+    baseline_spine: Volume, followup_spine: Volume, thresholds: QualityThresholds | None = None
+) -> tuple[int, dict[int, float]]:
+    """The level shift (follow-up position - baseline position, in vertebrae) that best matches the shapes.
+
+    Returns ``(shift, mismatch)`` where ``mismatch[s]`` is the median over overlapping levels of the mean absolute
+    log-ratio of the descriptors (about the relative difference) under shift ``s``; ``shift`` is 0 unless a ±1
+    shift is clearly better (see :class:`QualityThresholds`). The median keeps one collapsed level from deciding.
+    """
+    thresholds = thresholds or QualityThresholds()
+    base = shape_descriptors(baseline_spine)
+    follow = shape_descriptors(followup_spine)
+    order = CRANIOCAUDAL_ORDER
+    mismatch: dict[int, float] = {}
+    for shift in (-1, 0, 1):
+        values = []
+        for label, descriptor in base.items():
+            if label not in order:
+                continue
+            position = order.index(label) + shift
+            if 0 <= position < len(order) and order[position] in follow:
+                values.append(float(np.mean(np.abs(descriptor - follow[order[position]]))))
+        if len(values) >= thresholds.shift_min_levels:
+            mismatch[shift] = float(np.median(values))
+    if 0 not in mismatch or mismatch[0] <= thresholds.shift_min_mismatch:
+        return 0, mismatch
+    best = min((s for s in mismatch if s != 0), key=lambda s: mismatch[s], default=0)
+    if best != 0 and mismatch[best] <= thresholds.shift_ratio * mismatch[0]:
+        return best, mismatch
+    return 0, mismatch
+
+
+def level_shift_flag(shift: int, mismatch: Mapping[int, float]) -> str:
+    """Human-readable flag for a detected level shift (empty when ``shift`` is 0)."""
+    if shift == 0:
+        return ""
+    direction = "caudally" if shift > 0 else "cranially"
+    return (
+        f"follow-up level labels look shifted by one level {direction}: shapes differ by "
+        f"{100 * mismatch[0]:.0f}% as labelled and {100 * mismatch[shift]:.0f}% under the shift; relabel the follow-up"
+    )

@@ -66,7 +66,45 @@ def main() -> int:
     print(f"baseline (read spine + muscle maps): {baseline:.3f} s")
     print(f"measure_subject: {elapsed:.3f} s  ({elapsed / baseline:.1f}x baseline), limit {LIMIT_S:.0f} s")
     assert elapsed < LIMIT_S, f"measure_subject took {elapsed:.2f} s (limit {LIMIT_S} s)"
+    _compare_with_spine_report()
     return 0
+
+
+#: TotalSegmentator's reference spine report for ct_lumbar_3mm (wasserth/TotalSegmentator @0e65a448,
+#: tests/reference_files/spine_report/example_ct_report/spine_report.json): (posterior, middle, anterior) mm.
+TS_REFERENCE_MM = {20: (27.0, 24.0, 21.0), 21: (25.5, 24.0, 28.5), 22: (24.0, 22.5, 28.5), 23: (22.5, 22.5, 28.5),
+                   24: (22.5, 25.5, 28.5)}  # fmt: skip
+
+
+def _compare_with_spine_report() -> None:
+    """Per level: our endplate-plane heights and our spine-report re-implementation against TS's own numbers."""
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct_lumbar_3mm"
+    if not data.exists():
+        print("(../shared/data absent: spine-report comparison skipped)")
+        return
+    import numpy as np
+
+    from spinekit.io import read_labels
+    from spinekit.morphometry.context import build_spine_model
+    from spinekit.morphometry.spine_report import spine_report_heights
+
+    bodies = read_labels(data / "totalseg_vertebrae_pp_refined.nii.gz")
+    start = time.perf_counter()
+    report = spine_report_heights(bodies)
+    report_s = time.perf_counter() - start
+    model = build_spine_model(bodies)
+    print(f"ct_lumbar_3mm bodies (TS pp_refined): spine-report re-implementation {report_s:.3f} s")
+    print(f"{'level':6s}{'position':>10s}{'TS json':>9s}{'ours(TS)':>9s}{'ours 3D':>9s}{'3D-TS':>8s}")
+    diffs = []
+    for v, reference in TS_REFERENCE_MM.items():
+        for position, theirs in zip(("posterior", "middle", "anterior"), reference, strict=True):
+            mine = report[v].heights[position]
+            ours = model.heights[v].heights[position]
+            diffs.append(ours - theirs)
+            print(f"{model.frames[v].name:6s}{position:>10s}{theirs:9.2f}{mine:9.2f}{ours:9.2f}{ours - theirs:+8.2f}")
+    print(
+        f"3D endplate-plane minus spine report: mean {np.mean(diffs):+.2f} mm, max |diff| {np.abs(diffs).max():.2f} mm"
+    )
 
 
 if __name__ == "__main__":

@@ -127,6 +127,17 @@ def body_measurements(model: SpineModel, label: int) -> list[Measurement]:
         Measurement(
             name,
             label,
+            "body_volume_fraction",
+            frame.body_fraction,
+            "1",
+            f"body / vertebra volume; body {frame.body_method}",
+            frame.body_flag,
+        )
+    )
+    rows.append(
+        Measurement(
+            name,
+            label,
             "body_volume",
             float((crop.volume.array >= 0.5).sum()) * voxel,
             "mm3",
@@ -134,7 +145,7 @@ def body_measurements(model: SpineModel, label: int) -> list[Measurement]:
         )
     )
     result = model.heights.get(label) or HeightResult(reason="body centroid undefined")
-    reason = result.reason
+    reason = result.reason or frame.body_flag
     if frame.touches_border:
         reason = "vertebra touches the image border: heights may be truncated"
     for position in ("anterior", "middle", "posterior"):
@@ -143,7 +154,7 @@ def body_measurements(model: SpineModel, label: int) -> list[Measurement]:
         if frame.touches_border or not np.isfinite(value):
             rows.append(missing(name, label, metric, "mm", HEIGHT_METHOD, reason or "no boundary found"))
         else:
-            rows.append(Measurement(name, label, metric, value, "mm", HEIGHT_METHOD))
+            rows.append(Measurement(name, label, metric, value, "mm", HEIGHT_METHOD, frame.body_flag))
     rows.append(
         Measurement(
             name,

@@ -26,6 +26,7 @@ from scipy import ndimage
 from spinekit import labels as lab
 from spinekit.io import Volume
 from spinekit.morphometry.geometry import label_slices, unit, voxel_points_lps
+from spinekit.morphometry.separation import find_canal, fraction_flag, max_body_depth, posterior_wall_cut
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,18 @@ LPS_ANTERIOR = np.array([0.0, -1.0, 0.0])
 #: Patient superior in LPS (+z is head-wards).
 LPS_SUPERIOR = np.array([0.0, 0.0, 1.0])
 #: Largest angle (deg) between the body's principal axis and the neighbour line for the former to be trusted.
-MAX_AXIS_DEVIATION_DEG = 35.0
+#: A body 27 mm high and 35 mm deep has second moments only ~1.7x apart, so pedicle stubs or a wedge tilt its
+#: principal axes by 25 degrees on real masks (verse004 T11, L4); segmental lordosis between neighbours stays
+#: within ~15 degrees (Damasceno et al. 2006, Spine 31:2125, Table 2).
+MAX_AXIS_DEVIATION_DEG = 20.0
 #: Fraction of the peak coronal area below which the profile has left the vertebral body.
 BODY_PROFILE_DROP = 0.5
 #: Minimum number of body voxels for a principal-axis estimate.
 MIN_BODY_VOXELS = 30
+#: Largest angle (deg) between the body's principal axis and the neighbour line for a second cut across it.
+RECUT_DEVIATION_DEG = 10.0
+#: Most passes of body separation and anterior-axis estimation (the axis of one pass cuts the body of the next).
+FRAME_ITERATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,11 @@ class VertebraFrame:
         right: patient right, completing the frame (``right = superior x anterior``).
         axis_method: how ``superior`` was found.
         touches_border: the label reaches the image border (measures may be truncated).
+        body_method: how the body was separated from the posterior elements.
+        body_fraction: body / vertebra volume.
+        body_flag: why the body may be wrong (empty when its volume fraction is plausible).
+        neighbour_superior: the superior axis from the neighbours' centroids (seed of the endplate fit).
+        body_cut_axes: (superior, anterior) the body was cut with (the frame's own axes are refined after the cut).
     """
 
     label: int
@@ -66,6 +79,11 @@ class VertebraFrame:
     right: np.ndarray
     axis_method: str = ""
     touches_border: bool = False
+    body_method: str = ""
+    body_fraction: float = float("nan")
+    body_flag: str = ""
+    neighbour_superior: np.ndarray | None = None
+    body_cut_axes: tuple[np.ndarray, np.ndarray] | None = None
 
     def to_local(self, points_lps: np.ndarray, origin: np.ndarray | None = None) -> np.ndarray:
         """LPS points to (right, anterior, superior) mm relative to ``origin`` (default: body centroid)."""
@@ -165,23 +183,80 @@ def _neighbour_axis(centroids: dict[int, np.ndarray], order: list[int], label: i
     return LPS_SUPERIOR.copy(), "patient superior (single vertebra)"
 
 
+@dataclass
+class BodySplit:
+    """A vertebral body cut from its vertebra: the mask on the label's crop and how it was found."""
+
+    body: np.ndarray  # boolean, on the crop of the vertebra's bounding box
+    sub_volume: Volume  # geometry of that crop
+    method: str
+    touches: bool
+    canal_centre_lps: np.ndarray | None = None
+    fraction: float = float("nan")  # body / vertebra volume
+    flag: str = ""  # why the body may be wrong (empty when plausible)
+
+
 def _body_selection(
     spine: Volume, label: int, box: tuple, superior: np.ndarray, anterior: np.ndarray, canal_points: np.ndarray | None
-) -> tuple[np.ndarray, tuple, str, bool]:
-    """Body mask on the crop of ``label`` plus the crop slices, the method and the border flag."""
+) -> BodySplit:
+    """Body of ``label`` on its crop: anterior to the canal label, to the ring's hole, or to the pedicle waist.
+
+    The canal label (60) is used when present; else the canal is found as the hole of the vertebral
+    ring (:func:`spinekit.morphometry.separation.find_canal`); else the area profile
+    (:func:`split_body`). A body whose volume fraction is implausible for its level is re-cut with the
+    profile, and flagged when that is no better.
+    """
     sub = spine.array[box] == label
     origin = spine.index_to_lps(np.array([box[2].start, box[1].start, box[0].start], dtype=float))
     sub_volume = Volume(sub, spine.spacing, origin, spine.direction)
     points = voxel_points_lps(sub_volume, sub)
     centroid = points.mean(axis=0)
+    superior, anterior, right = _complete(superior, anterior)
+    bin_mm = max(1.0, max(spine.spacing))
     canal = None
+    canal_centre = None
     if canal_points is not None and len(canal_points):
         heights = (points - centroid) @ superior
         canal_h = (canal_points - centroid) @ superior
         canal = canal_points[(canal_h >= heights.min()) & (canal_h <= heights.max())]
-    selector, _cut, method = split_body(
-        points, centroid, anterior, spine.voxel_volume_mm3, max(1.0, max(spine.spacing)), canal
-    )
+    along = (points - centroid) @ anterior
+    depth = float(np.ptp(along))
+    if canal is not None and len(canal) >= 10:
+        selector, _cut, method = split_body(points, centroid, anterior, spine.voxel_volume_mm3, bin_mm, canal)
+        canal_centre = canal.mean(axis=0)
+    elif depth <= max_body_depth(label):
+        selector = np.ones(len(points), bool)
+        method = f"whole mask (body-only label: {depth:.0f} mm deep)"
+    else:
+        ring = find_canal(sub_volume.with_array(sub.astype(np.float32)), centroid, superior, anterior, right)
+        if ring is not None:
+            selector = along > posterior_wall_cut(along, ring.wall_mm, spine.voxel_volume_mm3, bin_mm)
+            method = "anterior to the canal (hole of the vertebral ring)"
+            canal_centre = ring.centre_lps
+        else:
+            selector, _cut, method = split_body(points, centroid, anterior, spine.voxel_volume_mm3, bin_mm)
+    split = _finish(spine, label, box, sub, sub_volume, points, selector, method, canal_centre, depth)
+    if split.flag and not method.startswith("whole mask") and "area profile" not in method:
+        selector, _cut, method = split_body(points, centroid, anterior, spine.voxel_volume_mm3, bin_mm)
+        fallback = _finish(spine, label, box, sub, sub_volume, points, selector, method, None, depth)
+        if not fallback.flag and not method.startswith("whole mask"):
+            fallback.method = f"{method} (fallback: {split.flag})"
+            return fallback
+    return split
+
+
+def _finish(
+    spine: Volume,
+    label: int,
+    box: tuple,
+    sub: np.ndarray,
+    sub_volume: Volume,
+    points: np.ndarray,
+    selector: np.ndarray,
+    method: str,
+    canal_centre: np.ndarray | None,
+    depth_mm: float,
+) -> BodySplit:
     body = np.zeros(sub.shape, bool)
     k, j, i = np.nonzero(sub)
     body[k[selector], j[selector], i[selector]] = True
@@ -193,7 +268,12 @@ def _body_selection(
             present = np.nonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))[0]
             if sl.start + present[0] == 0 or sl.start + present[-1] == n - 1:
                 touches = True
-    return body, sub_volume, method, touches
+    fraction = float(body.sum()) / max(1, len(points))
+    if method.startswith("whole mask"):
+        flag = "" if depth_mm <= max_body_depth(label) else "posterior elements could not be separated from the body"
+    else:
+        flag = fraction_flag(label, fraction)
+    return BodySplit(body, sub_volume, method, touches, canal_centre, fraction, flag)
 
 
 def vertebra_frames(spine: Volume, canal_label: int = lab.CANAL) -> dict[int, VertebraFrame]:
@@ -240,6 +320,14 @@ def vertebra_frame(spine: Volume, label: int) -> VertebraFrame:
     return frames[label]
 
 
+def _principal_axis(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Smallest principal axis of a point cloud, signed along ``reference``."""
+    centred = points - points.mean(axis=0)
+    _values, vectors = np.linalg.eigh(centred.T @ centred / len(points))
+    axis = vectors[:, 0]
+    return axis * np.sign(np.dot(axis, reference))
+
+
 def _frame_for(
     spine: Volume,
     v: int,
@@ -257,34 +345,65 @@ def _frame_for(
     body_out = None
     if v == lab.SACRUM:
         return VertebraFrame(v, name, centroid, body_centroid, superior, anterior, right, method, touches), None
-    for _ in range(2):
-        body, sub_volume, _split, touches = _body_selection(spine, v, box, superior, anterior, canal_points)
-        points = voxel_points_lps(sub_volume, body)
+    # The body is cut with the neighbour-line axis: the body's own principal axes are unstable on coarse or
+    # wedged bodies (second moments ~1.7x apart), and a cut that follows them changes the body it is taken from.
+    split = None
+    for _ in range(FRAME_ITERATIONS):
+        split = _body_selection(spine, v, box, superior, anterior, canal_points)
+        points = voxel_points_lps(split.sub_volume, split.body)
         if len(points) < MIN_BODY_VOXELS:
-            body_out = None
+            split = None
             break
-        body_out = (body, sub_volume)
-        body_centroid = points.mean(axis=0)
-        centred = points - body_centroid
-        _values, vectors = np.linalg.eigh(centred.T @ centred / len(points))
-        axis = vectors[:, 0]
-        cos = abs(float(np.dot(axis, superior0)))
-        if cos >= np.cos(np.radians(MAX_AXIS_DEVIATION_DEG)):
-            superior_new = axis * np.sign(np.dot(axis, superior0))
-            method = "body principal axis"
-        else:
-            superior_new = superior0
-        offset = body_centroid - centroid
-        offset = offset - np.dot(offset, superior_new) * superior_new
-        hint = LPS_ANTERIOR
-        if np.linalg.norm(offset) > 2.0 and np.dot(unit(offset), LPS_ANTERIOR) > 0.5:
-            hint = unit(offset)
-        superior, anterior, right = _complete(superior_new, hint)
-    if body_out is not None:
-        # The returned body is cut with the final axes.
-        body, sub_volume, _split, touches = _body_selection(spine, v, box, superior, anterior, canal_points)
-        body_out = (body, sub_volume)
-    frame = VertebraFrame(v, name, centroid, body_centroid, superior, anterior, right, method, touches)
+        # Anterior: from the vertebra centroid to the body centroid (both on the mid-sagittal plane).
+        offset = points.mean(axis=0) - centroid
+        offset = offset - np.dot(offset, superior) * superior
+        if np.linalg.norm(offset) <= 2.0 or np.dot(unit(offset), anterior) <= 0.5:
+            break
+        previous = anterior
+        superior, anterior, right = _complete(superior, unit(offset))
+        if np.dot(previous, anterior) > np.cos(np.radians(0.5)):
+            break
+    cut_axes = None
+    if split is not None:
+        split = _body_selection(spine, v, box, superior, anterior, canal_points)
+        cut_axes = (superior.copy(), anterior.copy())
+        touches = split.touches
+        points = voxel_points_lps(split.sub_volume, split.body)
+        if len(points) >= MIN_BODY_VOXELS:
+            body_centroid = points.mean(axis=0)
+            body_out = (split.body, split.sub_volume)
+            axis = _principal_axis(points, superior0)
+            if np.dot(axis, superior0) >= np.cos(np.radians(RECUT_DEVIATION_DEG)):
+                # Close to the neighbour line the principal axis is stable: cut once more across it, so that a
+                # tilted cut plane does not leave pedicle roots on one endplate's side.
+                recut = _body_selection(spine, v, box, axis, anterior, canal_points)
+                recut_points = voxel_points_lps(recut.sub_volume, recut.body)
+                if len(recut_points) >= MIN_BODY_VOXELS and (not recut.flag or split.flag):
+                    split, points = recut, recut_points
+                    cut_axes = (axis.copy(), anterior.copy())
+                    touches = split.touches
+                    body_centroid = points.mean(axis=0)
+                    body_out = (split.body, split.sub_volume)
+                    axis = _principal_axis(points, superior0)
+            if np.dot(axis, superior0) >= np.cos(np.radians(MAX_AXIS_DEVIATION_DEG)):
+                superior, anterior, right = _complete(axis, anterior)
+                method = "body principal axis"
+    frame = VertebraFrame(
+        v,
+        name,
+        centroid,
+        body_centroid,
+        superior,
+        anterior,
+        right,
+        method,
+        touches,
+        body_method=split.method if split is not None else "",
+        body_fraction=split.fraction if split is not None else float("nan"),
+        body_flag=split.flag if split is not None else "vertebral body could not be separated",
+        neighbour_superior=superior0,
+        body_cut_axes=cut_axes,
+    )
     return frame, body_out
 
 
@@ -298,9 +417,8 @@ def body_mask_from_frame(spine: Volume, frame: VertebraFrame, canal_label: int =
     if frame.label == lab.SACRUM:
         body = spine.array[box] == frame.label
     else:
-        body, _sub, _method, _touch = _body_selection(
-            spine, frame.label, box, frame.superior, frame.anterior, canal_points
-        )
+        superior, anterior = frame.body_cut_axes or (frame.superior, frame.anterior)
+        body = _body_selection(spine, frame.label, box, superior, anterior, canal_points).body
     full = np.zeros(spine.array.shape, bool)
     full[box] = body
     return full

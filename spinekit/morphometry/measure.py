@@ -18,6 +18,7 @@ from spinekit.morphometry.curvature import curvature_measurements
 from spinekit.morphometry.discs import disc_measurements
 from spinekit.morphometry.frames import VertebraFrame
 from spinekit.morphometry.muscles import muscle_cross_sections
+from spinekit.morphometry.spine_report import spine_report_measurements
 from spinekit.tables import COLUMNS, Measurement, to_frame
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def measure_subject(
     report(0.3, "vertebral bodies")
     for v in model.order:
         rows.extend(body_measurements(model, v))
+    rows.extend(spine_report_measurements(model))
     rows.extend(_level_rows(model))
     report(0.5, "discs")
     rows.extend(disc_measurements(model))

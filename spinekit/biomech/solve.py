@@ -208,6 +208,57 @@ def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dic
     return scale
 
 
+def net_joint_moments(built: BuiltModel, task: Task) -> dict[str, float]:
+    """Generalised forces (N m) the muscles and reserves together must supply at each coordinate in ``task``.
+
+    Inverse dynamics of the static posture (OpenSim InverseDynamicsSolver, zero accelerations) with gravity, arm
+    weights and hand loads and every muscle and actuator switched off. Negative flexion (FE) = an extension moment
+    is needed.
+    """
+    import opensim as osim
+
+    model = _task_model(built, task)
+    for i in range(model.getForceSet().getSize()):
+        force = model.getForceSet().get(i)
+        if force.getConcreteClassName() != "PrescribedForce":
+            force.set_appliesForce(False)
+    state = model.initSystem()
+    values = built.values(task)
+    coords = model.getCoordinateSet()
+    for name in built.coordinates:
+        coords.get(name).setValue(state, values[name], False)
+    model.realizeDynamics(state)
+    tau = osim.InverseDynamicsSolver(model).solve(state, osim.Vector(state.getNU(), 0.0))
+    return {coords.get(i).getName(): float(tau.get(i)) for i in range(coords.getSize())}
+
+
+def moment_capacity(built: BuiltModel, task: Task, coordinate: str) -> tuple[float, float]:
+    """Largest extension and flexion moments (N m, both >= 0) the muscles can produce about ``coordinate``.
+
+    Sum over muscles of maximum isometric force x moment arm (OpenSim ``computeMomentArm`` in the task's posture),
+    extensors and flexors apart: the isolated-joint capacity that strength measurements are compared with. The
+    plausibility range used by the tests, ~200-400 N m of trunk extension in healthy adults, is attributed to
+    McGill SM, Patt N, Norman RW (1988) J Biomech 21:329-341 and Cholewicki J, McGill SM (1996) Clin Biomech 11:1-15
+    (NOT VERIFIED against their tables here). A flexion coordinate (FE, flexion about -Z) has negative moment arms
+    for extensors.
+    """
+    model = _task_model(built, task)
+    state = model.initSystem()
+    values = built.values(task)
+    for name in built.coordinates:
+        model.updCoordinateSet().get(name).setValue(state, values[name], False)
+    model.realizePosition(state)
+    coord = model.getCoordinateSet().get(coordinate)
+    muscles = model.getMuscles()
+    extension = flexion = 0.0
+    for i in range(muscles.getSize()):
+        muscle = muscles.get(i)
+        moment = muscle.getMaxIsometricForce() * muscle.computeMomentArm(state, coord)
+        extension += max(0.0, -moment)
+        flexion += max(0.0, moment)
+    return extension, flexion
+
+
 def _run_tool(model, name: str, motion: Path, results: Path, end: float, analysis) -> None:
     import opensim as osim
 

@@ -1,0 +1,313 @@
+"""Tests of spinekit.segment: synthesis, loss, instances and levels, QC, training, inference, CLI, backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinekit import labels as lb
+from spinekit.errors import InputError
+from spinekit.io import Volume, read_labels, read_volume, write_labels, write_volume
+from spinekit.segment import qc
+from spinekit.segment.instances import UNKNOWN_VERTEBRA_OFFSET, assign_instances, split_muscle_sides
+from spinekit.segment.networks import build_network, load_model, task_config
+from spinekit.segment.synthesis import SynthesisSettings, synthesize_image
+
+SPACING = 2.0
+
+
+def toy_spine(n_vertebrae: int = 4, sacrum: bool = True) -> Volume:
+    """Semantic map (1 vertebra, 2 sacrum, 3 disc, 4 canal) of stacked boxes: 26 mm bodies, 10 mm discs."""
+    nz = 10 + (20 if sacrum else 0) + n_vertebrae * 18
+    array = np.zeros((nz, 30, 30), np.uint8)  # k = superior (LPS +z), j = posterior, i = left
+    k = 5
+    if sacrum:
+        array[k : k + 20, 5:20, 5:25] = 2
+        k += 20
+    for _ in range(n_vertebrae):
+        array[k : k + 5, 5:20, 7:23] = 3
+        k += 5
+        array[k : k + 13, 5:20, 5:25] = 1
+        array[k : k + 13, 20:26, 13:17] = 1  # posterior arch behind the canal
+        k += 13
+    array[:, 21:24, 13:17][array[:, 21:24, 13:17] == 0] = 4
+    return Volume(array, (SPACING,) * 3)
+
+
+def test_synthesis_reproducible_and_normalised():
+    labels = toy_spine().array.astype(np.int32)
+    a = synthesize_image(labels, np.random.default_rng(1))
+    b = synthesize_image(labels, np.random.default_rng(1))
+    c = synthesize_image(labels, np.random.default_rng(2))
+    assert np.array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and a.dtype == np.float32
+    assert not np.allclose(a, c)
+    # Labels must stay visible: mean intensities of bone and background differ beyond the noise.
+    assert (
+        abs(a[labels == 1].mean() - a[labels == 0].mean()) > 0.01
+        or abs(c[labels == 1].mean() - c[labels == 0].mean()) > 0.01
+    )
+
+
+def test_network_is_deepedit_ready():
+    import torch
+
+    config = task_config("spine")
+    assert config.in_channels == 1 + len(config.classes)
+    net = build_network(config)
+    out = net(torch.zeros(1, config.in_channels, 32, 32, 32))
+    assert out.shape == (1, config.n_classes, 32, 32, 32)
+    size_mb = sum(p.numel() for p in net.parameters()) * 4 / 1e6
+    assert size_mb < 10
+
+
+def test_guidance_channels_from_clicks():
+    from spinekit.segment.guidance import guidance_channels, simulate_clicks
+
+    target = toy_spine().array
+    names = task_config("spine").classes
+    auto = guidance_channels(np.zeros(target.shape, np.float32), None, names)
+    assert auto.shape == (1 + len(names), *target.shape) and not auto[1:].any()
+    clicks = simulate_clicks(target, names, np.random.default_rng(0))
+    x = guidance_channels(np.zeros(target.shape, np.float32), clicks, names)
+    for index, name in enumerate(names):
+        for k, j, i in clicks[name]:
+            assert target[k, j, i] == index
+            assert x[1 + index, k, j, i] > 0.5 and x[1 + index].max() == pytest.approx(1.0)
+
+
+def test_marginal_loss_accepts_unknown_classes():
+    import torch
+
+    from spinekit.segment.train import marginal_loss
+
+    target = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    logits = torch.full((1, 5, 4, 4, 4), -10.0)
+    logits[:, 4] = 10.0  # network says "canal" where the source says background
+    known = torch.eye(5)
+    unknown = torch.eye(5)
+    unknown[0, 4] = 1.0  # this source does not label the canal
+    assert float(marginal_loss(logits, target, [unknown], 5)) < 0.01
+    assert float(marginal_loss(logits, target, [known], 5)) > 5
+
+
+def test_levels_counted_from_sacrum():
+    result = assign_instances(toy_spine(4, sacrum=True))
+    assert result.levels_known
+    assert result.levels == [21, 22, 23, 24, lb.SACRUM]  # L2..L5 + sacrum
+    spine = result.spine.array
+    present = set(np.unique(spine).tolist())
+    assert {121, 122, 123, 124, lb.CANAL} <= present
+    # L5 sits directly above the lowest disc (L5/S1 = 124) which sits on the sacrum.
+    z = {v: np.argwhere(spine == v)[:, 0].mean() for v in (24, 124, lb.SACRUM, 23)}
+    assert z[lb.SACRUM] < z[124] < z[24] < z[23]
+    for v in (21, 22, 23, 24):
+        assert (spine == v).sum() * 8 == pytest.approx((13 * 15 * 20 + 13 * 6 * 4) * 8, rel=0.02)
+
+
+def test_without_sacrum_levels_are_unknown_and_flagged():
+    result = assign_instances(toy_spine(2, sacrum=False))
+    assert not result.levels_known
+    assert result.levels == [UNKNOWN_VERTEBRA_OFFSET + 1, UNKNOWN_VERTEBRA_OFFSET + 2]
+    assert any(f["flag"] == "levels_unknown" for f in result.flags)
+    assert not np.isin(result.spine.array, list(range(1, 29))).any()
+
+
+def test_levels_on_real_ct_silver_labels(shared_data):
+    """True semantic map of the real CT (TotalSegmentator labels) -> per-level Dice against its own levels."""
+    from spinekit.label_import import convert_labels
+    from spinekit.segment.dataset import real_sources, to_working_grid
+
+    config = task_config("spine")
+    source = next(s for s in real_sources(shared_data, config) if s.name == "ct_lumbar_3mm")
+    ts = to_working_grid(read_labels(shared_data / "ct_lumbar_3mm" / "totalseg_total_fast.nii.gz"), 3.0, True)
+    result = assign_instances(ts.with_array(source.target.astype(np.uint8)))
+    truth = convert_labels(ts, "totalsegmentator").spine.array
+    assert result.levels_known and result.levels[-6:] == [20, 21, 22, 23, 24, lb.SACRUM]
+    for level in (20, 21, 22, 23, 24):
+        a, b = result.spine.array == level, truth == level
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9
+
+
+def test_instances_on_phantom_truth():
+    phantom_module = pytest.importorskip("spinekit.phantom")
+    if not hasattr(phantom_module, "make_phantom"):
+        pytest.skip("spinekit.phantom.make_phantom not available yet")
+    from spinekit.segment.dataset import spine_targets, to_working_grid
+
+    phantom = phantom_module.make_phantom(phantom_module.PhantomConfig(levels="L2-S1", spacing=(2.0, 2.0, 2.0)))
+    truth = to_working_grid(phantom.spine, 2.0, True)
+    result = assign_instances(truth.with_array(spine_targets(truth.array).astype(np.uint8)))
+    assert result.levels_known
+    assert [v for v in result.levels if v != lb.SACRUM] == [21, 22, 23, 24]
+    for level in (21, 22, 23, 24):
+        a, b = result.spine.array == level, truth.array == level
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85
+
+
+def test_qc_flags_fragments_and_volumes():
+    spine = assign_instances(toy_spine(3)).spine
+    array = spine.array.copy()
+    array[0:2, 0:2, 0:2] = 0
+    array[-4:, 0:4, 0:4] = 23  # a far fragment of L4 (> 10 % of it? no: small) and a tiny extra label
+    array[array == 22] = 0
+    array[0:3, 26:29, 26:29] = 22  # L3 shrunk to a 0.2 cm3 blob
+    flags = qc.spine_flags(spine.with_array(array), [22, 23, 24, 26], True)
+    names = {(f["flag"], f["label"]) for f in flags}
+    assert ("implausible_volume", 22) in names
+    assert qc.fragmented(np.isin(np.arange(10), [0, 1, 2, 6, 7, 8]))
+
+
+def test_muscle_sides_by_position():
+    classes = np.zeros((4, 4, 10), np.uint8)
+    classes[:, :, 1] = 1
+    classes[:, :, 8] = 1
+    volume = Volume(classes, (1.0, 1.0, 1.0), (-5.0, 0.0, 0.0))
+    sides = split_muscle_sides(volume, midline_x_mm=0.0).array
+    assert set(np.unique(sides[:, :, 8])) == {lb.muscle_label("psoas", "left")}  # +x (LPS) is the left
+    assert set(np.unique(sides[:, :, 1])) == {lb.muscle_label("psoas", "right")}
+
+
+def test_load_model_missing_is_clear(tmp_path):
+    with pytest.raises(InputError, match="spinekit train"):
+        load_model("spine", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> Path:
+    """Freshly trained (a few steps) spine and muscle models in a temporary models folder."""
+    import torch
+
+    from spinekit.segment.train import TrainSettings, export
+
+    folder = tmp_path_factory.mktemp("models")
+    for task in ("spine", "muscles"):
+        torch.manual_seed(0)
+        export(build_network(task_config(task)), task_config(task), folder, TrainSettings(task=task), 0, 0.0)
+    return folder
+
+
+def test_training_is_resumable_and_seeded(tmp_path):
+    import torch
+
+    from spinekit.segment.train import TrainSettings, train
+
+    session = tmp_path / "corrections" / "case1"
+    spine = toy_spine(3)
+    image = spine.with_array(np.where(spine.array == 1, 800.0, 100.0).astype(np.float32))
+    write_volume(image, session / "image.nii.gz")
+    write_labels(spine.with_array(assign_instances(spine).spine.array), session / "spine.nii.gz")
+    settings = dict(task="spine", batch=1, n_phantoms=0, data_dir=str(tmp_path / "none"), checkpoint_every=1,
+                    extra_dirs=(str(tmp_path / "corrections"),))  # fmt: skip
+    train(TrainSettings(steps=2, **settings), tmp_path / "a")
+    train(TrainSettings(steps=2, **settings), tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "spine.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "spine.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(TrainSettings(steps=3, **settings), tmp_path / "a", resume=True)
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    meta = json.loads((tmp_path / "a" / "spine.json").read_text())
+    assert meta["training"]["steps_done"] == 3
+
+
+def test_segment_cli_writes_outputs(tmp_path, tiny_models):
+    from spinekit.cli import main
+
+    spine = toy_spine(3)
+    image = Volume(np.where(spine.array > 0, 700.0, -1000.0).astype(np.float32), (2.0, 2.0, 2.0), (10.0, -4.0, 3.0))
+    write_volume(image, tmp_path / "image.nii.gz")
+    rc = main(["segment", str(tmp_path / "image.nii.gz"), "--out", str(tmp_path / "out"),
+               "--models-dir", str(tiny_models)])  # fmt: skip
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "segment.json").read_text())
+    assert set(report["model_versions"]) == {"spine", "muscles"}
+    assert report["qc"]["modality"] == "ct"
+    assert report["timings_s"]["total_s"] > 0
+    for name in ("spine", "muscles"):
+        out = read_labels(tmp_path / "out" / f"{name}.nii.gz")
+        assert out.same_grid(image)
+
+
+def test_pure_noise_gives_empty_result_with_flag(tiny_models):
+    from spinekit.segment.api import segment_image
+
+    noise = Volume(np.random.default_rng(0).normal(0, 1, (48, 64, 64)).astype(np.float32), (1.5, 1.5, 1.5))
+    result = segment_image(noise, models_dir=tiny_models)
+    assert not result.spine.array.any() and not result.muscles.array.any()
+    assert any(f["flag"] == "no_spine_found" for f in result.qc["flags"])
+
+
+def test_shipped_model_rejects_noise():
+    from spinekit.segment.api import segment_image
+    from spinekit.segment.networks import model_paths
+
+    if not model_paths("spine")[0].is_file():
+        pytest.skip("no shipped spine model")
+    noise = Volume(np.random.default_rng(1).normal(0, 1, (48, 64, 64)).astype(np.float32), (1.5, 1.5, 1.5))
+    result = segment_image(noise, targets=("spine",))
+    assert not result.spine.array.any()
+    assert any(f["flag"] == "no_spine_found" for f in result.qc["flags"])
+
+
+def test_bad_arguments_are_clear():
+    from spinekit.segment.api import segment_image
+
+    image = Volume(np.zeros((8, 8, 8), np.float32))
+    with pytest.raises(InputError, match="targets"):
+        segment_image(image, targets=("liver",))
+    with pytest.raises(InputError, match="backend"):
+        segment_image(image, targets=("spine",), backend="magic")
+
+
+def test_external_backends(tmp_path, monkeypatch):
+    from spinekit.segment.backends import NnUNetBackend, TotalSegmentatorBackend
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    image = Volume(np.zeros((8, 8, 8), np.float32))
+    with pytest.raises(InputError, match="TotalSegmentator is not installed"):
+        TotalSegmentatorBackend().segment(image, ("spine",), "ct", "cpu")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {
+        "background": 0, "vertebrae_L1": 1, "L2": 2, "sacrum": 3, "disc_L1_L2": 4, "spinal_canal": 5,
+        "psoas_left": 6, "liver": 7}}))  # fmt: skip
+    spine, muscles = NnUNetBackend(tmp_path).label_table()
+    assert spine == {1: 20, 2: 21, 3: lb.SACRUM, 4: 120, 5: lb.CANAL}
+    assert muscles == {6: 1}
+    with pytest.raises(InputError, match="nnU-Net v2 is not installed"):
+        NnUNetBackend(tmp_path).segment(image, ("spine",), "ct", "cpu")
+
+
+def test_dixon_muscle_order(shared_data):
+    from spinekit.segment.dataset import dixon_manual_labels, dixon_muscle_order
+
+    manual = dixon_manual_labels(shared_data / "mri_axial_dixon_L2L5")
+    order = dixon_muscle_order(manual)
+    assert sorted(order.values()) == [3, 3, 4, 4]
+    assert read_volume(shared_data / "mri_axial_dixon_L2L5" / "tum01_water.nii.gz").same_grid(manual)
+
+
+def test_synthesis_settings_default_ranges():
+    s = SynthesisSettings()
+    assert s.mean_range[0] < s.mean_range[1] and 0 < s.ct_like_fraction < 1
+
+
+def test_cropped_view_with_sacrum_gets_levels():
+    result = assign_instances(toy_spine(2, sacrum=True))
+    assert result.levels_known and result.levels == [23, 24, lb.SACRUM]
+
+
+def test_demo_stage_on_phantom(tmp_path, capsys):
+    phantom_module = pytest.importorskip("spinekit.phantom")
+    from spinekit.segment.cli import demo
+    from spinekit.segment.networks import model_paths
+
+    if not (model_paths("spine")[0].is_file() and model_paths("muscles")[0].is_file()):
+        pytest.skip("no shipped models")
+    phantom = phantom_module.make_phantom(phantom_module.PhantomConfig(levels="L2-S1", spacing=(2.0, 2.0, 2.0)))
+    phantom.write(tmp_path / "phantom")
+    written = demo(tmp_path / "work", tmp_path / "phantom")
+    assert {p.name for p in written} == {"spine.nii.gz", "muscles.nii.gz", "segment.json"}
+    assert "Dice vs phantom truth" in capsys.readouterr().out

@@ -1,0 +1,107 @@
+"""Sliding-window inference with region-of-interest cropping on the canonical working grid.
+
+Pipeline: reorient to LPS, anti-alias and resample to the network's isotropic spacing, find the body ROI with a
+coarse low-resolution pass (Otsu threshold at twice the working spacing, largest component; Otsu 1979), run MONAI's
+``sliding_window_inference`` (Gaussian-weighted overlap) only inside that ROI, and return class labels plus the
+per-voxel confidence (max softmax probability) on the working grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from spinekit.io import Volume, reorient, resample_to_spacing
+from spinekit.segment.guidance import guidance_channels
+from spinekit.segment.networks import TaskConfig
+from spinekit.segment.synthesis import normalise_real
+
+log = logging.getLogger(__name__)
+
+#: Margin (mm) added around the body ROI so the network sees context at the skin.
+ROI_MARGIN_MM = 15.0
+#: Window overlap (MONAI default 0.25; Isensee et al. 2021 use 0.5 for accuracy, 0.25 halves the cost).
+OVERLAP = 0.25
+
+
+@dataclass
+class SemanticPrediction:
+    """Class labels and confidence on the working grid, and the ROI used (index bounds, k-j-i)."""
+
+    labels: Volume
+    confidence: Volume
+    roi: tuple[slice, slice, slice]
+    seconds: float
+
+
+def to_network_grid(image: Volume, spacing_mm: float) -> Volume:
+    """LPS orientation, Gaussian anti-aliasing where we downsample, isotropic ``spacing_mm``."""
+    oriented = reorient(image, "LPS")
+    sigma = [max(0.0, (spacing_mm - s) / 2.355) for s in oriented.spacing]  # FWHM = target spacing
+    sitk_image = sitk.Cast(oriented.to_sitk(), sitk.sitkFloat32)
+    if max(sigma) > 0.05:
+        sitk_image = sitk.SmoothingRecursiveGaussian(sitk_image, [max(s, 1e-3) for s in sigma])
+    return resample_to_spacing(Volume.from_sitk(sitk_image), (spacing_mm,) * 3)
+
+
+def body_roi(image: Volume, margin_mm: float = ROI_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """Bounding box (k, j, i slices) of the body: Otsu at half resolution, largest 3D component, plus margin."""
+    from skimage.filters import threshold_otsu
+
+    array = image.array.astype(np.float32)
+    coarse = array[::2, ::2, ::2]
+    full = tuple(slice(0, n) for n in array.shape)
+    if coarse.size == 0 or np.ptp(coarse) <= 0:
+        return full
+    mask = coarse > threshold_otsu(coarse)
+    mask = ndimage.binary_opening(mask, iterations=1)
+    components, n = ndimage.label(mask)
+    if n == 0:
+        return full
+    sizes = ndimage.sum_labels(mask, components, range(1, n + 1))
+    largest = components == (int(np.argmax(sizes)) + 1)
+    idx = np.argwhere(largest) * 2
+    margin = int(np.ceil(margin_mm / min(image.spacing)))
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + 2 + margin, array.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def predict(
+    network,
+    config: TaskConfig,
+    image: Volume,
+    device: str = "cpu",
+    use_roi: bool = True,
+    guidance: dict | None = None,
+    network_grid: Volume | None = None,
+) -> SemanticPrediction:
+    """Semantic classes of ``image`` on the working grid (automatic mode unless ``guidance`` clicks are given)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    start = time.perf_counter()
+    grid = network_grid if network_grid is not None else to_network_grid(image, config.spacing_mm)
+    roi = body_roi(grid) if use_roi else tuple(slice(0, n) for n in grid.array.shape)
+    crop = normalise_real(grid.array[roi])
+    x = guidance_channels(crop, guidance, config.classes)
+    with torch.inference_mode():
+        tensor = torch.from_numpy(x[None]).to(device)
+        logits = sliding_window_inference(
+            tensor, config.patch, sw_batch_size=2, predictor=network, overlap=OVERLAP, mode="gaussian",
+            padding_mode="constant", cval=0.0,
+        )  # fmt: skip
+        prob = torch.softmax(logits, dim=1)[0]
+        confidence, labels = prob.max(dim=0)
+    labels_full = np.zeros(grid.array.shape, dtype=np.uint8)
+    confidence_full = np.zeros(grid.array.shape, dtype=np.float32)
+    labels_full[roi] = labels.cpu().numpy().astype(np.uint8)
+    confidence_full[roi] = confidence.cpu().numpy()
+    return SemanticPrediction(
+        grid.with_array(labels_full), grid.with_array(confidence_full), roi, time.perf_counter() - start
+    )

@@ -1,0 +1,233 @@
+"""Vertebra instances and levels from the semantic map (vertebra, sacrum, disc, canal), by anatomy.
+
+Instances: every disc component defines a plane (centroid, normal = least-variance axis; Pearson 1901 PCA); each
+bone voxel belongs to the vertebra between the two discs whose planes bracket it, decided at its nearest disc, so
+curved spines split correctly. Without discs, eroded connected components are the seeds.
+
+Levels (VerSe numbering): counted cranially from the sacrum, as a radiologist counts on a lumbar scan
+(Carrino et al. 2011, Radiology 259:196, "count from S1 upward"): the vertebra just above the lowest disc that sits on
+the sacrum is L5. Without a sacrum in view, levels cannot be inferred: instances get "unknown" labels
+(201, 202, ... cranial to caudal; discs 301, 302, ...) and the flag ``levels_unknown``. Rib-bearing identification
+of T12 needs rib labels our networks do not produce, so transitional anatomy (L6, T13, 11 rib pairs) cannot be
+confirmed: we flag what the anatomy shows (a missing lumbosacral disc) and never relabel silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from spinekit import labels as lb
+from spinekit.io import Volume
+
+log = logging.getLogger(__name__)
+
+#: Semantic class indices of the spine network (networks.SPINE_CLASSES).
+VERTEBRA, SACRUM_CLASS, DISC, CANAL_CLASS = 1, 2, 3, 4
+#: Unknown-level instance labels: vertebra n (cranial first) = 200 + n, the disc below it = 300 + n.
+UNKNOWN_VERTEBRA_OFFSET = 200
+UNKNOWN_DISC_OFFSET = 300
+#: Components smaller than this are noise, not anatomy (a fifth of the smallest lumbar disc/vertebra in qc.py).
+MIN_DISC_MM3 = 300.0
+MIN_VERTEBRA_MM3 = 1500.0
+MIN_SACRUM_MM3 = 5000.0
+#: The lowest disc "sits on the sacrum" when the sacrum comes within this distance (mm) of the disc centroid.
+SACRUM_CONTACT_MM = 20.0
+#: Neighbouring disc centroids lie one body + disc height apart: about 20 mm (cervical) to 40 mm (lumbar) in adults
+#: (Gilad & Nissan 1986, Spine 11:154); we accept 12-60 mm. Bone farther than 80 mm from every disc centroid
+#: (spinous process tips reach ~70 mm behind the disc centre in lumbar vertebrae) is not vertebra.
+CHAIN_STEP_MM = (12.0, 60.0)
+MAX_BONE_FROM_DISC_MM = 80.0
+#: Most components considered per class: 23 discs and 26 vertebrae exist; more is noise (bounds run time).
+MAX_COMPONENTS = 30
+
+
+@dataclass
+class InstanceResult:
+    """Our spine label map plus the per-instance facts that QC and the report use."""
+
+    spine: Volume
+    levels: list[int] = field(default_factory=list)
+    levels_known: bool = False
+    flags: list[dict] = field(default_factory=list)
+    volumes_mm3: dict[int, float] = field(default_factory=dict)
+
+
+def _coords_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask)
+    return volume.index_to_lps(idx[:, ::-1].astype(float)) if len(idx) else np.zeros((0, 3))
+
+
+def _components(
+    mask: np.ndarray, voxel_mm3: float, min_mm3: float, max_count: int = MAX_COMPONENTS
+) -> list[np.ndarray]:
+    """Connected components over ``min_mm3``, the ``max_count`` largest (a spine has at most 26 discs)."""
+    components, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    sizes = ndimage.sum_labels(mask, components, range(1, n + 1)) * voxel_mm3
+    order = [i for i in np.argsort(sizes)[::-1][:max_count] if sizes[i] >= min_mm3]
+    return [components == i + 1 for i in order]
+
+
+def _disc_planes(volume: Volume, discs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    planes = []
+    for disc in discs:
+        points = _coords_mm(volume, disc)
+        centre = points.mean(axis=0)
+        _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+        normal = vt[-1]
+        if normal[2] < 0:  # point cranially (LPS +z = superior)
+            normal = -normal
+        planes.append((centre, normal))
+    return planes
+
+
+def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
+    """Discs that form one spinal column, cranial first: grown from the largest disc one neighbour at a time.
+
+    Each step goes to the nearest disc centroid 12-60 mm away on the cranial (or caudal) side; components that do
+    not join the chain (bowel gas, vessels mistaken for disc) are dropped.
+    """
+    if len(discs) < 2:
+        return discs
+    centres = np.stack([_coords_mm(volume, d).mean(axis=0) for d in discs])
+    sizes = np.array([d.sum() for d in discs])
+    chain = [int(np.argmax(sizes))]
+    for direction in (1.0, -1.0):
+        current = chain[0]
+        while True:
+            delta = centres - centres[current]
+            distance = np.linalg.norm(delta, axis=1)
+            ok = (direction * delta[:, 2] > 0.3 * distance) & (distance >= CHAIN_STEP_MM[0])
+            ok &= distance <= CHAIN_STEP_MM[1]
+            ok[chain] = False
+            if not ok.any():
+                break
+            current = int(np.flatnonzero(ok)[np.argmin(distance[ok])])
+            chain.append(current)
+    chain.sort(key=lambda i: -centres[i, 2])
+    return [discs[i] for i in chain]
+
+
+def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -> list[np.ndarray]:
+    """Bone mask to per-vertebra masks, cranial first (discs given cranial first)."""
+    if not discs:
+        eroded = ndimage.binary_erosion(bone, iterations=1)
+        seeds = _components(eroded, volume.voxel_volume_mm3, MIN_VERTEBRA_MM3 / 4)
+        if not seeds:
+            return []
+        markers = np.zeros(bone.shape, dtype=np.int32)
+        for i, seed in enumerate(seeds, start=1):
+            markers[seed] = i
+        _, nearest = ndimage.distance_transform_edt(markers == 0, sampling=volume.spacing[::-1], return_indices=True)
+        grown = markers[tuple(nearest)] * bone
+        parts = [grown == i for i in range(1, len(seeds) + 1)]
+        parts.sort(key=lambda m: -_coords_mm(volume, m)[:, 2].mean())
+        return parts
+    planes = _disc_planes(volume, discs)
+    idx = np.argwhere(bone)
+    points = volume.index_to_lps(idx[:, ::-1].astype(float))
+    centres = np.stack([c for c, _ in planes])
+    normals = np.stack([n for _, n in planes])
+    squared = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    nearest = np.argmin(squared, axis=1)
+    side = ((points - centres[nearest]) * normals[nearest]).sum(axis=1)
+    segment = np.where(side < 0, nearest + 1, nearest)  # segment i lies between disc i-1 and disc i
+    segment[np.sqrt(squared.min(axis=1)) > MAX_BONE_FROM_DISC_MM] = -1
+    parts = []
+    for s in range(len(discs) + 1):
+        mask = np.zeros(bone.shape, dtype=bool)
+        sel = idx[segment == s]
+        mask[tuple(sel.T)] = True
+        parts.append(mask)
+    return parts
+
+
+def assign_instances(semantic: Volume) -> InstanceResult:
+    """Our labels (vertebrae with levels or unknown numbers, discs, canal) from a semantic class map."""
+    array = semantic.array
+    voxel = semantic.voxel_volume_mm3
+    discs = _components(array == DISC, voxel, MIN_DISC_MM3)
+    discs.sort(key=lambda m: -_coords_mm(semantic, m)[:, 2].mean())
+    chain = disc_chain(semantic, discs)
+    if len(chain) < len(discs):
+        log.info("%d disc components off the spinal chain dropped", len(discs) - len(chain))
+    discs = chain
+    sacrum_parts = _components(array == SACRUM_CLASS, voxel, MIN_SACRUM_MM3)
+    sacrum = max(sacrum_parts, key=lambda m: m.sum()) if sacrum_parts else None
+    bone = array == VERTEBRA
+    parts = split_vertebrae(semantic, bone, discs)
+    flags: list[dict] = []
+    out = np.zeros(array.shape, dtype=np.int16)
+    out[array == CANAL_CLASS] = lb.CANAL
+
+    # Bone below the lowest disc on top of a detected sacrum is sacrum (misclassified ala or S1 body).
+    anchored = False
+    if sacrum is not None and discs:
+        lowest_centre = _coords_mm(semantic, discs[-1]).mean(axis=0)
+        sacrum_points = _coords_mm(semantic, sacrum)
+        gap = np.min(np.linalg.norm(sacrum_points - lowest_centre, axis=1))
+        anchored = gap <= SACRUM_CONTACT_MM
+        if anchored:
+            sacrum = sacrum | parts[-1]
+            parts = parts[:-1]
+        elif gap > SACRUM_CONTACT_MM:
+            flags.append({"flag": "sacrum_far_from_lowest_disc", "detail": f"{gap:.0f} mm: lumbosacral disc missing?"})
+    elif sacrum is not None and not discs:
+        flags.append({"flag": "possible_transitional_lumbosacral", "detail": "sacrum found but no disc above it"})
+
+    kept = [(i, p) for i, p in enumerate(parts) if p.sum() * voxel >= MIN_VERTEBRA_MM3]
+    volumes: dict[int, float] = {}
+    levels: list[int] = []
+    if anchored:
+        order = [v for v in lb.CRANIOCAUDAL_ORDER if v not in (lb.T13, lb.L6, lb.SACRUM)]
+        n_parts = len(parts)
+        for i, part in kept:
+            position = order.index(24) - (n_parts - 1 - i)  # parts[-1] sits on the lowest disc: L5
+            if position < 0:
+                flags.append({"flag": "level_out_of_range", "detail": "more vertebrae than C1-L5 above the sacrum"})
+                continue
+            level = order[position]
+            out[part & (out == 0)] = level
+            levels.append(level)
+            volumes[level] = float(part.sum() * voxel)
+        for d, disc in enumerate(discs):
+            upper = order[order.index(24) - (n_parts - 1 - d)] if order.index(24) - (n_parts - 1 - d) >= 0 else None
+            if upper is not None:
+                out[disc & (out == 0)] = lb.disc_label(upper)
+        out[sacrum & (out == 0)] = lb.SACRUM
+        levels.append(lb.SACRUM)
+        volumes[lb.SACRUM] = float(sacrum.sum() * voxel)
+    else:
+        for n, (_, part) in enumerate(kept, start=1):
+            out[part & (out == 0)] = UNKNOWN_VERTEBRA_OFFSET + n
+            levels.append(UNKNOWN_VERTEBRA_OFFSET + n)
+            volumes[UNKNOWN_VERTEBRA_OFFSET + n] = float(part.sum() * voxel)
+        for n, disc in enumerate(discs, start=1):
+            out[disc & (out == 0)] = UNKNOWN_DISC_OFFSET + n
+        if sacrum is not None:
+            out[sacrum & (out == 0)] = lb.SACRUM
+        if kept:
+            flags.append(
+                {"flag": "levels_unknown", "detail": "no sacrum in view below the lowest disc: levels not inferable"}
+            )
+    if kept:
+        flags.append(
+            {"flag": "transitional_unverified", "detail": "ribs are not segmented: L6/T13/11 rib pairs not checked"}
+        )
+    return InstanceResult(semantic.with_array(out), levels, anchored, flags, volumes)
+
+
+def split_muscle_sides(classes: Volume, midline_x_mm: float) -> Volume:
+    """Side-agnostic muscle classes (1 psoas ... 4 erector spinae) to our L/R labels by position (LPS +x = left)."""
+    idx = np.argwhere(classes.array > 0)
+    out = np.zeros(classes.array.shape, dtype=np.int16)
+    if len(idx):
+        x = classes.index_to_lps(idx[:, ::-1].astype(float))[:, 0]
+        c = classes.array[tuple(idx.T)].astype(np.int16)
+        out[tuple(idx.T)] = np.where(x > midline_x_mm, 2 * c - 1, 2 * c)
+    return classes.with_array(out)

@@ -1,0 +1,93 @@
+"""Quality-control flags for automatic segmentations: empty result, missing levels, implausible volumes, fragments.
+
+Each flag is a dict ``{"flag": name, "label": value or None, "detail": text}`` so ``segment.json`` and the Slicer
+panel can list them. Plausible volumes: whole thoracolumbar vertebrae (body + posterior elements) measure about
+50-65 cm^3 and discs 8-15 cm^3 in the TotalSegmentator labels of ../shared/data/ct_lumbar_3mm (T12-S1, measured
+with ``assign_instances`` at 3 mm); we flag outside a deliberately wide band (factor ~3-5) around those.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from spinekit import labels as lb
+from spinekit.io import Volume
+
+#: Whole-vertebra volume band (mm^3) outside which we flag (see module docstring).
+VERTEBRA_VOLUME_MM3 = (10_000.0, 180_000.0)
+#: Disc volume band (mm^3), see the module docstring.
+DISC_VOLUME_MM3 = (1_000.0, 40_000.0)
+#: A label is fragmented when its second-largest component holds more than this share of its voxels.
+FRAGMENT_SHARE = 0.10
+#: Mean network confidence (max softmax) over predicted foreground below which the result is not trusted.
+MIN_CONFIDENCE = 0.6
+
+
+def flag(name: str, detail: str, label: int | None = None) -> dict:
+    return {"flag": name, "label": label, "detail": detail}
+
+
+def fragmented(mask: np.ndarray) -> bool:
+    components, n = ndimage.label(mask)
+    if n < 2:
+        return False
+    sizes = np.sort(ndimage.sum_labels(mask, components, range(1, n + 1)))[::-1]
+    return sizes[1] / sizes.sum() > FRAGMENT_SHARE
+
+
+def spine_flags(spine: Volume, levels: list[int], levels_known: bool) -> list[dict]:
+    """Missing levels (gaps in the count), implausible vertebra/disc volumes, fragmented labels."""
+    flags = []
+    array = spine.array
+    voxel = spine.voxel_volume_mm3
+    vertebrae = [v for v in levels if lb.is_vertebra(v) and v != lb.SACRUM]
+    if levels_known and vertebrae:
+        order = [v for v in lb.CRANIOCAUDAL_ORDER if v not in (lb.T13, lb.L6)]
+        span = order[order.index(min(vertebrae, key=order.index)) : order.index(24) + 1]
+        missing = [v for v in span if v not in vertebrae]
+        if missing:
+            flags.append(flag("missing_levels", ", ".join(lb.VERTEBRA_NAMES[v] for v in missing)))
+    for value in np.unique(array):
+        value = int(value)
+        if value == 0 or value == lb.CANAL:
+            continue
+        mask = array == value
+        volume = float(mask.sum() * voxel)
+        is_vertebra = (lb.is_vertebra(value) and value != lb.SACRUM) or 200 < value < 300
+        is_disc = lb.is_disc(value) or 300 < value < 400
+        band = VERTEBRA_VOLUME_MM3 if is_vertebra else DISC_VOLUME_MM3 if is_disc else None
+        if band and not band[0] <= volume <= band[1]:
+            flags.append(flag("implausible_volume", f"{volume / 1000:.1f} cm3 outside {band[0] / 1000:.0f}-"
+                              f"{band[1] / 1000:.0f} cm3", value))  # fmt: skip
+        if fragmented(mask):
+            flags.append(flag("fragmented_label", "second component over 10% of the label", value))
+    return flags
+
+
+def muscle_flags(muscles: Volume) -> list[dict]:
+    """Fragmented muscle labels and left/right volume asymmetry over a factor of two."""
+    flags = []
+    array = muscles.array
+    for value in np.unique(array):
+        value = int(value)
+        if value == 0:
+            continue
+        if fragmented(array == value):
+            flags.append(flag("fragmented_label", "second component over 10% of the label", value))
+        if value % 2 == 1:
+            left, right = (array == value).sum(), (array == value + 1).sum()
+            if min(left, right) == 0 or max(left, right) / min(left, right) > 2:
+                flags.append(flag("asymmetric_muscle", f"left {left} vs right {right} voxels", value))
+    return flags
+
+
+def confidence_flag(confidence: Volume, labels: Volume) -> tuple[float, dict | None]:
+    """Mean confidence over predicted foreground, and a ``low_confidence`` flag when under the threshold."""
+    foreground = labels.array > 0
+    if not foreground.any():
+        return float("nan"), None
+    mean = float(confidence.array[foreground].mean())
+    if mean < MIN_CONFIDENCE:
+        return mean, flag("low_confidence", f"mean foreground confidence {mean:.2f} < {MIN_CONFIDENCE}")
+    return mean, None

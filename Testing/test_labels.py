@@ -41,3 +41,11 @@ def test_every_spine_label_has_info():
         assert info.name and len(info.color) == 3 and info.code.value
     with pytest.raises(LabelError):
         lb.spine_label_info(59)
+
+
+def test_unknown_level_instances_have_names():
+    assert lb.spine_label_info(201).name == "vertebra ?1"
+    assert lb.spine_label_info(302).name == "disc ?2/?3"
+    assert not lb.is_vertebra(201) and lb.is_unknown_vertebra(201)
+    with pytest.raises(LabelError, match="unknown-level"):
+        lb.spine_label_info(251)

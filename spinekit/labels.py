@@ -17,6 +17,11 @@ from spinekit.errors import LabelError
 CANAL = 60
 CORD = 61
 DISC_OFFSET = 100
+#: Vertebrae and discs whose level cannot be inferred (no sacrum or counting landmark in view) are numbered
+#: cranial to caudal from these offsets: vertebra 201, 202, ...; the disc below vertebra 200 + n is 300 + n.
+UNKNOWN_VERTEBRA_OFFSET = 200
+UNKNOWN_DISC_OFFSET = 300
+MAX_UNKNOWN = 50
 SACRUM = 26
 L6 = 25
 T13 = 28
@@ -105,6 +110,14 @@ def disc_name(upper_vertebra: int, lower_vertebra: int | None = None) -> str:
     return f"{VERTEBRA_NAMES[upper_vertebra]}/{lower_name}"
 
 
+def is_unknown_vertebra(value: int) -> bool:
+    return UNKNOWN_VERTEBRA_OFFSET < value <= UNKNOWN_VERTEBRA_OFFSET + MAX_UNKNOWN
+
+
+def is_unknown_disc(value: int) -> bool:
+    return UNKNOWN_DISC_OFFSET < value <= UNKNOWN_DISC_OFFSET + MAX_UNKNOWN
+
+
 def is_vertebra(value: int) -> bool:
     return value in VERTEBRA_NAMES
 
@@ -138,13 +151,22 @@ def spine_label_info(value: int) -> LabelInfo:
         sct = _DISC_LEVEL_SCT.get(name)
         code = Code("SCT", sct, f"Level of {name} intervertebral disc") if sct else DISC_GENERIC_SCT
         return LabelInfo(value, f"disc {name}", (90, 200, 255), code, ANATOMICAL_STRUCTURE)
+    if is_unknown_vertebra(value):
+        n = value - UNKNOWN_VERTEBRA_OFFSET
+        return LabelInfo(value, f"vertebra ?{n}", (200, 200, 200), VERTEBRA_GENERIC_SCT, ANATOMICAL_STRUCTURE)
+    if is_unknown_disc(value):
+        n = value - UNKNOWN_DISC_OFFSET
+        return LabelInfo(value, f"disc ?{n}/?{n + 1}", (150, 200, 230), DISC_GENERIC_SCT, ANATOMICAL_STRUCTURE)
     if value == CANAL:
         return LabelInfo(value, "spinal canal", (255, 255, 160), Code("SCT", "369278007", "Spinal canal"),
                          ANATOMICAL_STRUCTURE)  # fmt: skip
     if value == CORD:
         return LabelInfo(value, "spinal cord", (255, 230, 0), Code("SCT", "2748008", "Spinal cord"),
                          ANATOMICAL_STRUCTURE)  # fmt: skip
-    raise LabelError(f"{value} is not a spine label (vertebrae 1-28, canal 60, cord 61, discs 101-128)")
+    raise LabelError(
+        f"{value} is not a spine label (vertebrae 1-28, canal 60, cord 61, discs 101-128, "
+        "unknown-level vertebrae 201-250 and discs 301-350)"
+    )
 
 
 @dataclass(frozen=True)

@@ -151,16 +151,9 @@ def biomech_files(
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from spinekit.progress import tqdm_progress
 
-    bar = tqdm(total=100, desc="biomech", unit="%")
-
-    def progress(fraction: float, message: str) -> None:
-        bar.n = int(100 * fraction)
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    try:
+    with tqdm_progress("biomech") as progress:
         written = biomech_files(
             args.spine,
             args.out,
@@ -180,8 +173,6 @@ def run(args: argparse.Namespace) -> int:
             args.base_model,
             args.name_map,
         )
-    finally:
-        bar.close()
     for path in written:
         print(path)
     return 0

@@ -70,14 +70,9 @@ def measure_files(
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from spinekit.progress import tqdm_progress
 
-    with tqdm(total=100, desc="measure", unit="%") as bar:
-
-        def progress(fraction: float, message: str) -> None:
-            bar.set_postfix_str(message)
-            bar.update(int(round(fraction * 100)) - bar.n)
-
+    with tqdm_progress("measure") as progress:
         written = measure_files(
             args.spine,
             args.out,

@@ -166,7 +166,7 @@ def write_outputs(result: SpineRegistration, baseline_spine: Volume, followup_im
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from spinekit.progress import tqdm_progress
 
     levels = parse_level_range(args.levels) if args.levels else None
     modalities = None
@@ -175,19 +175,11 @@ def run(args: argparse.Namespace) -> int:
         if len(parts) != 2 or any(p not in ("ct", "mr") for p in parts):
             raise InputError(f"--modalities must look like 'ct,mr', not {args.modalities!r}")
         modalities = (parts[0], parts[1])
-    bar = tqdm(total=100, desc="register", unit="%")
-
-    def progress(fraction: float, message: str) -> None:
-        bar.set_postfix_str(message)
-        bar.update(int(100 * fraction) - bar.n)
-
-    try:
+    with tqdm_progress("register") as progress:
         written = run_register(
             args.baseline, args.baseline_spine, args.followup, args.out, args.followup_spine, levels,
             args.baseline_lesions, args.followup_lesions, modalities, args.subject, progress, args.change_maps,
         )  # fmt: skip
-    finally:
-        bar.close()
     for path in written:
         print(path)
     return 0

@@ -55,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_collapse,
         action="append",
         default=[],
-        help="follow-up collapse LEVEL:LOSS (e.g. L1:0.3); implies --followup",
+        help="follow-up collapse LEVEL:LOSS (e.g. L1:0.3) of the body only; implies --followup",
+    )
+    parser.add_argument(
+        "--collapse-type", default="wedge", choices=("wedge", "crush", "biconcave"), help="shape of --collapse"
     )
 
 
@@ -88,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         written = {}
         if followup:
-            second = make_followup(baseline, FollowupConfig(seed=args.followup_seed, collapse=dict(args.collapse)))
+            second = make_followup(
+                baseline,
+                FollowupConfig(seed=args.followup_seed, collapse=dict(args.collapse), collapse_type=args.collapse_type),
+            )
             baseline.truth["followup"] = second.truth["followup"]
             written.update({f"followup/{k}": v for k, v in second.write(args.out / "followup").items()})
             bar.update()

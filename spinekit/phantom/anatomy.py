@@ -135,15 +135,37 @@ class Element:
     centre_yz: np.ndarray = field(default_factory=lambda: np.zeros(2))
     posterior: dict = field(default_factory=dict)
     cup: float = 0.0  # biconcave endplate depression depth per endplate (mm)
+    drop: float = 0.0  # fracture: superior endplate lowered by drop + drop_slope * anterior position (mm)
+    drop_slope: float = 0.0
 
     @property
     def wedge_deg(self) -> float:
-        return math.degrees(2 * math.atan(self.slope / 2))
+        return math.degrees(math.atan(self.slope / 2) + math.atan(self.slope / 2 - self.drop_slope))
+
+    @property
+    def body_centre_yz(self) -> np.ndarray:
+        """Mid-height point of the body on its centre line (the frame origin unless the body is fractured)."""
+        s = np.array([-math.sin(self.psi), math.cos(self.psi)])
+        return self.centre_yz - self.drop / 2 * s
+
+    def resting_drop(self) -> tuple[float, float]:
+        """Lowering (drop, drop_slope) of the plane the element above rests on.
+
+        The posterior column (facet joints, intact in AO type A compression fractures, Magerl et al. 1994,
+        Eur Spine J 3:184) holds the spine above at the posterior wall: the next element rests on a plane through
+        the lowered anterior endplate point and the posterior point lowered by at most 0 mm, so a crush tilts the
+        spine above as a wedge of the same anterior loss does and the disc above takes up the posterior collapse
+        (without this the neighbours' posterior elements would collide).
+        """
+        u = HEIGHT_OFFSET_FRACTION * self.depth
+        front = self.drop + u * self.drop_slope
+        back = min(self.drop - u * self.drop_slope, 0.0)
+        return (front + back) / 2, (front - back) / (2 * u) if u > 0 else 0.0
 
     def heights(self) -> tuple[float, float, float]:
-        """Planar anterior, middle, posterior heights at +-HEIGHT_OFFSET_FRACTION * depth."""
+        """Planar anterior, middle, posterior heights at +-HEIGHT_OFFSET_FRACTION * depth (after any fracture)."""
         u = HEIGHT_OFFSET_FRACTION * self.depth
-        return self.height + u * self.slope, self.height, self.height - u * self.slope
+        return tuple(self.height + ua * self.slope - self.drop - ua * self.drop_slope for ua in (u, 0.0, -u))
 
 
 def slope_from(anterior: float, posterior: float, depth: float) -> float:
@@ -211,12 +233,13 @@ def build_chain(config, rng: np.random.Generator) -> list[Element]:
     plane = sacrum.psi
     contact = np.zeros(2)
     for element in reversed(order):
-        beta = math.atan(element.slope / 2)
-        element.psi = plane - beta
+        # The element's frame is its intact frame (a fracture lowers the superior endplate within it).
+        element.psi = plane - math.atan(element.slope / 2)
         s = np.array([-math.sin(element.psi), math.cos(element.psi)])
         element.centre_yz = contact + element.height / 2 * s
-        contact = element.centre_yz + element.height / 2 * s
-        plane = element.psi - beta
+        drop, drop_slope = element.resting_drop()
+        contact = element.centre_yz + (element.height / 2 - drop) * s
+        plane = element.psi - math.atan(element.slope / 2 - drop_slope)
     return [sacrum, *reversed(order)]
 
 
@@ -249,17 +272,24 @@ def _apply_fracture(fracture: dict | None, vertebrae: dict) -> None:
 
 
 def apply_collapse(element: Element, kind: str, loss: float) -> None:
-    anterior, middle, posterior = element.heights()
-    if kind == "wedge":
-        anterior *= 1 - loss
-    elif kind == "crush":
-        anterior *= 1 - loss
-        posterior *= 1 - loss
-    if kind in ("wedge", "crush"):
-        element.height = (anterior + posterior) / 2
-        element.slope = slope_from(anterior, posterior, element.depth)
+    """Collapse a vertebral body by ``loss`` (fraction of its current heights), leaving its posterior elements.
+
+    A compression fracture deforms the body only (AO type A, Magerl et al. 1994, Eur Spine J 3:184; Genant et
+    al. 1993, J Bone Miner Res 8:1137 grade the loss of anterior, middle or posterior height): the inferior
+    endplate and the frame stay, the superior endplate drops by ``loss`` x the anterior height at the anterior
+    edge and not at all posteriorly (wedge) or by ``loss`` x the local height everywhere (crush); a biconcave
+    fracture cups both endplates so the middle height drops by ``loss``. Heights are measured in the intact frame.
+    """
+    u = HEIGHT_OFFSET_FRACTION * element.depth
+    anterior, middle, _ = element.heights()
+    if kind == "wedge":  # extra drop: loss * anterior at ua = +u, 0 at ua = -u
+        element.drop += loss * anterior / 2
+        element.drop_slope += loss * anterior / (2 * u)
+    elif kind == "crush":  # extra drop: loss * current height at every ua
+        element.drop += loss * (element.height - element.drop)
+        element.drop_slope += loss * (element.slope - element.drop_slope)
     elif kind == "biconcave":
-        element.cup = loss * middle / 2
+        element.cup += loss * (middle - 2 * element.cup) / 2
 
 
 def _label_of(name: str) -> int:

@@ -83,7 +83,8 @@ class FollowupConfig:
     The whole patient moves by one global rigid motion (rotation about the anatomy centre up to
     ``max_rotation_deg``, translation up to ``max_translation_mm``); each vertebra adds its own small
     motion (up to ``per_level_rotation_deg`` / ``per_level_translation_mm``) about its body centre, the
-    size of intersegmental motion between supine scans, so neighbours never collide.
+    size of intersegmental motion between supine scans; facet tips keep ``model.FACET_CLEARANCE_MM`` from the
+    neighbouring lamina, so neighbours do not collide for these bounds.
 
     Attributes:
         seed: seed of the motions and of the follow-up noise.
@@ -91,7 +92,8 @@ class FollowupConfig:
         max_translation_mm: bound of each component of the global translation.
         per_level_rotation_deg: bound of each vertebra's extra rotation angle.
         per_level_translation_mm: bound of each component of each vertebra's extra translation.
-        collapse: {level: height_loss} new collapse at follow-up (e.g. {"L1": 0.3}).
+        collapse: {level: height_loss} new collapse at follow-up (e.g. {"L1": 0.3}): the body only; the
+            posterior elements keep their shape and follow the level's rigid motion.
         collapse_type: "wedge", "crush" or "biconcave" for ``collapse``.
         lesion_growth_mm: added to the radius of every baseline lesion.
         modality: None = same as baseline.

@@ -20,6 +20,10 @@ CORTEX_MM = 1.0
 #: Superellipse exponents of the body footprint: rounder anteriorly, flat posterior wall.
 N_ANTERIOR, N_POSTERIOR = 2.2, 4.0
 #: Radius (fraction of the footprint) of a biconcave endplate depression; beyond it heights are unchanged.
+#: Difference (mm) between spinous-process width at its base and at its tip (design value; see ``spinous``).
+SPINOUS_TAPER_MM = 4.0
+#: Caudal slope of the spinous process (tan ~6 deg; lumbar spinous processes point backwards and slightly down).
+SPINOUS_SLOPE = 0.1
 CUP_RADIUS = 0.6
 
 
@@ -94,10 +98,28 @@ class VertebraShape:
     reach_up: float = 4.0  # how far the superior facets rise above the superior endplate (mm)
     reach_down: float = 4.0
     lesions: list = field(default_factory=list)  # (centre_local (3,), radius, kind)
+    drop: float = 0.0  # fracture: superior endplate lowered by drop + drop_slope * ua (posterior elements stay)
+    drop_slope: float = 0.0
 
     # --- body surfaces -------------------------------------------------------------------------------
     def _half(self, ua):
+        """Intact half-height; the posterior elements are sized and placed from it, fractured or not."""
         return self.height / 2 + ua * self.slope / 2
+
+    @property
+    def superior_tilt(self) -> float:
+        """d(superior endplate height)/d(anterior position) in the local frame."""
+        return self.slope / 2 - self.drop_slope
+
+    @property
+    def max_drop(self) -> float:
+        """Largest lowering of the superior endplate over the footprint (mm; 0 for an intact body)."""
+        return max(0.0, self.drop + self.depth / 2 * abs(self.drop_slope))
+
+    @property
+    def inferior_tilt(self) -> float:
+        """d(inferior endplate height)/d(anterior position) in the local frame."""
+        return -self.slope / 2
 
     def _cup(self, xl, ua, depth):
         if depth <= 0:
@@ -106,7 +128,7 @@ class VertebraShape:
         return depth * np.clip(1 - rho2 / CUP_RADIUS**2, 0, None)
 
     def sup_surface(self, xl, ua):
-        return self._half(ua) - self._cup(xl, ua, self.cup_sup)
+        return self._half(ua) - self.drop - ua * self.drop_slope - self._cup(xl, ua, self.cup_sup)
 
     def inf_surface(self, xl, ua):
         return -self._half(ua) + self._cup(xl, ua, self.cup_inf)
@@ -123,7 +145,7 @@ class VertebraShape:
     def primitives(self) -> list[Primitive]:
         p = self.posterior
         w2, d2, m = self.width / 2, self.depth / 2, self.height
-        hmax = m / 2 + d2 * abs(self.slope) / 2 + 0.5
+        hmax = m / 2 + d2 * (abs(self.slope) / 2 + abs(self.drop_slope)) + 0.5
         back = -d2  # posterior wall
         xp = p["cw"] / 2 + p["pw"] / 2  # pedicle axis
         zp = 0.12 * m
@@ -139,11 +161,18 @@ class VertebraShape:
         bottom = -self._half(back) - self.reach_down
 
         def ped(q):
-            return (
+            inside = (
                 (((np.abs(q[:, 0]) - xp) / (p["pw"] / 2)) ** 2 + ((q[:, 2] - zp) / (p["ph"] / 2)) ** 2 <= 1)
                 & (q[:, 1] >= back - p["cd"] - 1.0)
                 & (q[:, 1] <= back + 3.0)
             )
+            # the pedicle root merges into the body; above a collapsed endplate it must not stick out
+            root = np.flatnonzero(inside & (q[:, 1] > back))
+            if len(root):
+                qr = q[root]
+                in_print = superellipse(qr[:, 0], qr[:, 1], w2, d2)
+                inside[root[in_print & ~self.in_body(qr)]] = False
+            return inside
 
         def lamina(q):
             return (
@@ -154,11 +183,15 @@ class VertebraShape:
             )
 
         def spinous(q):
+            # tapers from sw + 2 mm at the lamina to sw - 2 mm at the tip (mean width sw): its large flat sides are
+            # then never parallel to a voxel grid whose axis is the left-right axis, which biased label volumes
+            # and slopes caudally, so its upper and lower faces are not parallel to the grid either
+            taper = SPINOUS_TAPER_MM * ((q[:, 1] - (lam_lo + 1)) / (p["sl"] + 1) + 0.5)
             return (
-                (np.abs(q[:, 0]) <= p["sw"] / 2)
+                (np.abs(q[:, 0]) <= (p["sw"] + taper) / 2)
                 & (q[:, 1] >= lam_lo - p["sl"])
                 & (q[:, 1] <= lam_lo + 1)
-                & (np.abs(q[:, 2] - zs) <= sh / 2)
+                & (np.abs(q[:, 2] - zs - SPINOUS_SLOPE * (q[:, 1] - lam_lo)) <= sh / 2)
             )
 
         def transverse(q):
@@ -197,8 +230,8 @@ class VertebraShape:
             ),
             Primitive(
                 "spinous",
-                a([-p["sw"] / 2, lam_lo - p["sl"], zs - sh / 2]),
-                a([p["sw"] / 2, lam_lo + 1, zs + sh / 2]),
+                a([-(p["sw"] + SPINOUS_TAPER_MM / 2) / 2, lam_lo - p["sl"], zs - sh / 2 - SPINOUS_SLOPE * p["sl"]]),
+                a([(p["sw"] + SPINOUS_TAPER_MM / 2) / 2, lam_lo + 1, zs + sh / 2 + SPINOUS_SLOPE]),
                 spinous,
             ),
             Primitive(
@@ -310,7 +343,8 @@ class DiscShape:
 
     def local_bbox(self):
         h = self.height / 2 + self.depth / 2 * abs(self.slope) / 2 + max(self.upper.cup_inf, self.lower.cup_sup) + 8
-        return np.array([-self.width / 2, -self.depth / 2, -h]), np.array([self.width / 2, self.depth / 2, h])
+        below = h + getattr(self.lower, "max_drop", 0.0)  # a collapsed lower body leaves a taller gap to fill
+        return np.array([-self.width / 2, -self.depth / 2, -below]), np.array([self.width / 2, self.depth / 2, h])
 
     def tissue(self, lps: np.ndarray) -> np.ndarray:
         q = self.pose.to_local(lps)

@@ -189,6 +189,11 @@ class SoftTissue:
         sigma, v = self.axis.lookup(canonical[:, 1], canonical[:, 2])
         return self.evaluate_axis(canonical[:, 0].astype(np.float32), sigma, v)
 
+    def evaluate_canonical(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+        """As :meth:`evaluate`, from the canonical coordinates as three 1D float32 arrays."""
+        sigma, v = self.axis.lookup(y, z)
+        return self.evaluate_axis(x, sigma, v)
+
     def evaluate_axis(self, x: np.ndarray, sigma: np.ndarray, v: np.ndarray):
         """As :meth:`evaluate`, from axis coordinates (x, sigma, v), 1D float32 arrays of equal length."""
         idx = self._index(sigma)

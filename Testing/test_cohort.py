@@ -300,3 +300,28 @@ def test_missing_stage_is_reported_not_a_crash_and_blocks_what_needs_it(tmp_path
     failures = result.failures.set_index("stage")
     assert "stage 'segment' is not available" in failures.loc["segment", "reason"]
     assert failures.loc["volumes", "status"] == "blocked" and "segment" in failures.loc["volumes", "reason"]
+
+
+def test_real_register_and_biomech_stages_write_what_the_commands_write(tmp_path: Path) -> None:
+    """A phantom pair through the real register and biomech stages: per-level transforms, loads, strength, risk."""
+    from spinekit.phantom import FollowupConfig, PhantomConfig, make_followup, make_phantom
+
+    baseline = make_phantom(PhantomConfig(levels="L2-L4", spacing=(2.0, 2.0, 2.0), field_of_view="spine"))
+    baseline.write(tmp_path / "s1")
+    make_followup(baseline, FollowupConfig(seed=1)).write(tmp_path / "s1" / "followup")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "subject_id,image,spine,muscles,followup,followup_spine,sex,age,height_cm,weight_kg\n"
+        "s1,s1/image.nii.gz,s1/spine.nii.gz,s1/muscles.nii.gz,s1/followup/image.nii.gz,"
+        "s1/followup/spine.nii.gz,F,62,165,60\n"
+    )
+    result = run_cohort(manifest, tmp_path / "out", stages=("register", "biomech"), workers=0, report=False)
+    assert result.n_failed == 0, result.failures
+    subject = tmp_path / "out" / "subjects" / "s1"
+    assert {p.name for p in (subject / "register").glob("*.tfm")} == {
+        "L2_followup_to_baseline.tfm", "L3_followup_to_baseline.tfm", "L4_followup_to_baseline.tfm"
+    }  # fmt: skip
+    for name in ("loads.csv", "strength.csv", "risk.csv", "model.osim"):
+        assert (subject / "biomech" / name).stat().st_size > 0
+    metrics = pd.read_csv(tmp_path / "out" / "cohort_metrics.csv")
+    assert {"register", "biomech"} <= set(metrics["stage"])

@@ -1,7 +1,8 @@
 """Read and validate a cohort manifest: every problem reported up front, the valid rows run.
 
 A manifest is a CSV with one row per subject. Required columns: ``subject_id, image``. Optional:
-``followup`` (follow-up image for the register stage), ``fat, water`` (Dixon images), ``spine, muscles``
+``followup`` (follow-up image for the register stage) and ``followup_spine`` (its label map; segmented when absent),
+``fat, water`` (Dixon images), ``spine, muscles``
 (precomputed label maps: the segment stage then uses them instead of a network), ``sex, age, height_cm,
 weight_kg`` (covariates for the report and the biomechanical model), ``modality`` (``ct``/``mri``/``auto``) and
 ``reference_<metric>`` or ``reference_<metric>@<structure>`` (reference values for Bland-Altman agreement).
@@ -23,7 +24,7 @@ from spinekit.errors import InputError
 
 REQUIRED_COLUMNS = ("subject_id", "image")
 #: columns that hold paths; ``image`` is required, the others optional.
-PATH_COLUMNS = ("image", "followup", "fat", "water", "spine", "muscles")
+PATH_COLUMNS = ("image", "followup", "fat", "water", "spine", "muscles", "followup_spine")
 #: image-like columns whose header is checked up front.
 IMAGE_COLUMNS = PATH_COLUMNS
 NUMERIC_COLUMNS = ("age", "height_cm", "weight_kg")

@@ -53,6 +53,20 @@ def verse_followup(verse004):
     return lumbar, sim, register_spines(lumbar, sim.spine, subject="verse004")
 
 
+def test_baseline_bodies_are_morphometry_bodies_cut_by_one_plane(verse004):
+    from spinekit.register.body import baseline_bodies
+
+    bodies = baseline_bodies(verse004)
+    for label in (L1, L2, L3, L4, 24):
+        body = bodies[label]
+        vertebra = verse004.array == label
+        assert 0.45 <= body.mask.sum() / vertebra.sum() <= 0.70, label
+        inside = body.cut.depth_mm(verse004.index_to_lps(np.argwhere(body.mask)[:, ::-1].astype(float)))
+        rest = body.cut.depth_mm(verse004.index_to_lps(np.argwhere(vertebra & ~body.mask)[:, ::-1].astype(float)))
+        # The body is everything of the vertebra in front of the plane (but stray bits off its largest component).
+        assert inside.min() > 0 and (rest > 0).mean() < 0.01, label
+
+
 def test_simulation_moves_and_collapses_exactly(verse004):
     motion = RigidMotion((0.0, 0.0, 10.0), (5.0, -3.0, 2.0))
     sim = simulate_followup(verse004, {L2: motion}, collapses=[Collapse(L3, 0.4)])
@@ -306,8 +320,12 @@ def test_labels_shifted_by_one_level_are_flagged(verse_followup):
 def test_ct_lumbar_3mm_with_image(shared_data):
     """Real CT and its TotalSegmentator labels (3 mm): a simulated follow-up image and labels, L2 crushed 30 %.
 
-    At 3 mm voxels an endplate parallel to the grid is quantised by up to half a voxel per scan, which the height
-    fit cannot average out; the loss is therefore held to 1.5 mm here (1 mm is met on the 1.5 mm phantom).
+    The follow-up body is cut by the baseline body's plane and the simulation compresses exactly what lies in front
+    of it, so the truth (0.3 x the baseline height) and the measurement share one body. What is left is the 3 mm
+    grid: a label map quantises each endplate by up to half a voxel, which the plane fits average only when the
+    endplate is tilted against the grid. Over eight motion seeds with the true transforms, 5 of 72 height errors
+    (collapsed L2 and intact L1/L3) exceed 1 mm, the largest 2.0 mm, so 1.5 mm is asserted here (verse004 at
+    1 x 1 x 2 mm and the 1.5 mm phantom are held to 1 mm).
     """
     from spinekit.io import read_volume
     from spinekit.label_import import convert_labels
@@ -328,19 +346,5 @@ def test_ct_lumbar_3mm_with_image(shared_data):
         assert abs(value(result.table, name, "mean_hu_body_change")) < 5.0
     for position in ("anterior", "middle", "posterior"):
         assert abs(value(result.table, "L1", f"height_loss_{position}")) < 1.0
-    expected = 0.3 * value(result.table, "L2", "height_anterior_baseline")
-    assert value(result.table, "L2", "height_loss_anterior") == pytest.approx(expected, abs=1.5)
-    if (
-        abs(
-            value(result.table, "L2", "height_loss_posterior")
-            - 0.3 * value(result.table, "L2", "height_posterior_baseline")
-        )
-        > 1.5
-    ):
-        pytest.xfail(
-            "known: since morphometry's new body split, the posterior loss of the simulated 30 % crush reads 5.0 mm "
-            "instead of 7.7 mm (simulation's body posterior wall vs the measured one); under investigation"
-        )
-    for position in ("middle", "posterior"):
         expected = 0.3 * value(result.table, "L2", f"height_{position}_baseline")
         assert value(result.table, "L2", f"height_loss_{position}") == pytest.approx(expected, abs=1.5), position

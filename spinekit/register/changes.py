@@ -7,7 +7,10 @@ frame, body centroid and measurement lines, so a change is a change of the bone,
 * volume of the whole vertebra (mm³ and %);
 * anterior / middle / posterior body heights at 85/50/15 % of the depth (:func:`spinekit.morphometry.heights.
   heights_along`, TotalSegmentator positions), each scan's body in its own endplate frame (:func:`endplate_axes`),
-  and their loss (mm and %);
+  and their loss (mm and %). Both bodies are cut off their posterior elements by the same plane, the baseline
+  body's cut (:class:`spinekit.register.body.BodyCut`) carried by the registration: the follow-up body is not
+  re-separated on a collapsed shape, and bone behind the cut (pedicle roots, the posterior wall behind a cut that
+  stepped anterior) is in neither body;
 * Genant grade at both times: the semi-quantitative grade of the shape ratios (:func:`genant_grade`) and, at
   follow-up, the incident-deformity grade of the largest height loss relative to the same vertebra at baseline
   (Genant et al. 1993, J Bone Miner Res 8:1137: 20-25 % grade 1, 25-40 % grade 2, > 40 % grade 3);
@@ -29,6 +32,7 @@ from scipy import ndimage
 
 from spinekit.io import Volume
 from spinekit.labels import SACRUM, VERTEBRA_NAMES
+from spinekit.register.body import BaselineBody, BodyCut
 from spinekit.register.geometry import crop_to_label, signed_distance
 from spinekit.tables import Measurement, missing
 
@@ -62,6 +66,7 @@ class AlignedLevel:
     baseline_distance: np.ndarray
     followup_distance: np.ndarray
     body: np.ndarray | None
+    front_mm: np.ndarray | None = None  # distance (mm) of each crop voxel centre in front of the body's cut plane
 
 
 def align_level(
@@ -72,8 +77,13 @@ def align_level(
     followup_label: int | None = None,
     body_mask: np.ndarray | None = None,
     margin_mm: float = 10.0,
+    cut: BodyCut | None = None,
 ) -> AlignedLevel:
-    """The level's baseline crop with the follow-up vertebra resampled into it by ``transform``."""
+    """The level's baseline crop with the follow-up vertebra resampled into it by ``transform``.
+
+    ``cut`` is the baseline body's cut plane (baseline LPS): on the crop, which is in the baseline frame, it is where
+    the registration carries the follow-up's cut.
+    """
     fixed = crop_to_label(baseline_spine.to_sitk() == label, margin_mm)
     fixed_distance = sitk.GetArrayFromImage(signed_distance(fixed))
     moving = crop_to_label(followup_spine.to_sitk() == (followup_label or label), margin_mm + 10.0)
@@ -83,6 +93,10 @@ def align_level(
     if body_mask is not None:
         body_image = baseline_spine.with_array(np.asarray(body_mask, dtype=np.uint8)).to_sitk()
         body = sitk.GetArrayFromImage(sitk.Resample(body_image, fixed, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+    front = None
+    if cut is not None and np.isfinite(cut.offset_mm):
+        shape = sitk.GetArrayViewFromImage(fixed).shape
+        front = cut.depth_mm(_crop_points(fixed, np.ones(shape, bool))).reshape(shape)
     return AlignedLevel(
         reference=fixed,
         baseline_vertebra=sitk.GetArrayFromImage(fixed) > 0,
@@ -90,6 +104,7 @@ def align_level(
         baseline_distance=fixed_distance,
         followup_distance=followup_distance,
         body=body,
+        front_mm=front,
     )
 
 
@@ -111,7 +126,8 @@ def _crop_volume(reference: sitk.Image, array: np.ndarray) -> Volume:
 
 
 def body_regions(aligned: AlignedLevel) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline body and the aligned follow-up body (follow-up bone within the margin of the baseline body)."""
+    """Baseline body and the aligned follow-up body: follow-up bone within the margin of the baseline body and in
+    front of the baseline body's cut plane."""
     if aligned.body is None:
         raise ValueError("no body mask")
     body_image = sitk.GetImageFromArray(aligned.body.astype(np.uint8))
@@ -119,7 +135,10 @@ def body_regions(aligned: AlignedLevel) -> tuple[np.ndarray, np.ndarray]:
     near = sitk.GetArrayFromImage(
         sitk.SignedMaurerDistanceMap(body_image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
     )
-    return aligned.body, aligned.followup_vertebra & (near <= BODY_REGION_MARGIN_MM)
+    followup = aligned.followup_vertebra & (near <= BODY_REGION_MARGIN_MM)
+    if aligned.front_mm is not None:
+        followup &= aligned.front_mm >= 0.0
+    return aligned.body, followup
 
 
 def level_changes(
@@ -129,8 +148,7 @@ def level_changes(
     transform: sitk.Transform,
     *,
     followup_label: int | None = None,
-    body_mask: np.ndarray | None = None,
-    frame=None,
+    body: BaselineBody | None = None,
     baseline_image: Volume | None = None,
     followup_image: Volume | None = None,
     baseline_lesions: Volume | None = None,
@@ -143,7 +161,8 @@ def level_changes(
     Args:
         baseline_spine / followup_spine: label maps; ``followup_label`` when the level is numbered differently.
         transform: baseline point -> follow-up point for this level.
-        body_mask, frame: the baseline body (spine grid) and its :class:`VertebraFrame` (heights are NaN without).
+        body: the baseline body with its frame and cut (:func:`spinekit.register.body.baseline_bodies`); heights
+            are NaN without one, and carry its plausibility flag as their reason.
         baseline_image / followup_image: intensities for the trabecular mean (omit, or give ``intensity_reason``
             when they cannot be compared, e.g. CT against MRI).
         baseline_lesions / followup_lesions: lesion maps on the respective grids.
@@ -166,8 +185,10 @@ def level_changes(
     add("volume_change", v1 - v0, "mm3", "follow-up - baseline")
     add("volume_change_percent", 100.0 * (v1 - v0) / v0 if v0 else math.nan, "%", "follow-up / baseline - 1")
 
-    aligned = align_level(baseline_spine, followup_spine, label, transform, flabel, body_mask)
-    rows.extend(_height_rows(name, label, aligned, frame))
+    has_body = body is not None and body.mask is not None
+    aligned = align_level(baseline_spine, followup_spine, label, transform, flabel, body.mask if has_body else None,
+                          cut=body.cut if has_body else None)  # fmt: skip
+    rows.extend(_height_rows(name, label, aligned, body))
     rows.extend(
         _intensity_rows(name, label, aligned, transform, baseline_image, followup_image, calibration, intensity_reason)
     )
@@ -202,7 +223,7 @@ def _lesion_volume(lesions: Volume | None, spine: Volume, label: int) -> float:
     return float(((lesions.array > 0) & (spine.array == label)).sum() * spine.voxel_volume_mm3)
 
 
-def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Measurement]:
+def _height_rows(name: str, label: int, aligned: AlignedLevel, body: BaselineBody | None) -> list[Measurement]:
     from spinekit.morphometry.body import genant_grade
 
     reason_sacrum = ""
@@ -210,8 +231,10 @@ def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Me
         aligned = dataclasses.replace(aligned, body=None)
         reason_sacrum = "the sacrum has no vertebral body heights"
     units = {"height": "mm", "loss": "mm", "percent": "%", "grade": "grade"}
+    frame = body.frame if body is not None else None
     if aligned.body is None or frame is None or not aligned.body.any():
-        reason = reason_sacrum or "vertebral body could not be separated from the posterior elements"
+        reason = reason_sacrum or (body.flag if body is not None and body.flag else "")
+        reason = reason or "vertebral body could not be separated from the posterior elements"
         rows = []
         for pos in POSITIONS:
             for metric, unit in ((f"height_{pos}_baseline", "mm"), (f"height_{pos}_followup", "mm"),
@@ -240,12 +263,13 @@ def _height_rows(name: str, label: int, aligned: AlignedLevel, frame) -> list[Me
             (f"height_loss_{pos}", loss, "mm"),
             (f"height_loss_{pos}_percent", 100.0 * loss / a if a > 0 else math.nan, "%"),
         ):
-            reason = "" if np.isfinite(value) else (h1.reason or h0.reason or "height line did not cross the body")
-            rows.append(
-                Measurement(name, label, metric, value, unit, METHOD_SHAPE, reason)
-                if not reason
-                else missing(name, label, metric, unit, METHOD_SHAPE, reason)
-            )
+            if np.isfinite(value):
+                # A body whose volume fraction morphometry finds implausible is measured, with its flag (as the
+                # morphometry heights are): both scans share the body's definition, so the loss is still a change.
+                rows.append(Measurement(name, label, metric, value, unit, METHOD_SHAPE, body.flag))
+            else:
+                reason = h1.reason or h0.reason or "height line did not cross the body"
+                rows.append(missing(name, label, metric, unit, METHOD_SHAPE, reason))
     g0 = genant_grade(*(h0.heights.get(p, math.nan) for p in POSITIONS))[0]
     g1_shape = genant_grade(*(h1.heights.get(p, math.nan) for p in POSITIONS))[0]
     finite = [x for x in losses if np.isfinite(x)]
@@ -315,8 +339,15 @@ def endplate_axes(
 
 
 def _soft_mask(aligned: AlignedLevel, distance: np.ndarray, region: np.ndarray) -> Volume:
-    """A 0-1 mask that crosses 0.5 at the zero of ``distance`` (linear over one voxel), kept near ``region``."""
+    """A 0-1 mask that crosses 0.5 at the zero of ``distance`` (linear over one voxel), kept near ``region``.
+
+    Behind the body's cut plane the mask is cut too (the distance to the intersection of the bone and the half-space
+    in front of the plane is at least the larger of the two signed distances), so the dilation that lets the mask
+    cross 0.5 at the true surface does not bring back bone from behind the cut.
+    """
     voxel = float(min(aligned.reference.GetSpacing()))
+    if aligned.front_mm is not None:
+        distance = np.maximum(distance, -aligned.front_mm)
     soft = np.clip(0.5 - distance / voxel, 0.0, 1.0)
     near = ndimage.binary_dilation(region, iterations=1)
     return _crop_volume(aligned.reference, np.where(near, soft, 0.0))

@@ -21,9 +21,10 @@ import SimpleITK as sitk
 from spinekit.errors import InputError
 from spinekit.io import Volume
 from spinekit.labels import CRANIOCAUDAL_ORDER, VERTEBRA_NAMES, is_vertebra
+from spinekit.register.body import BaselineBody, baseline_bodies
 from spinekit.register.changemap import ChangeMapConfig, ChangeMaps, change_map_rows, vertebra_change_maps
 from spinekit.register.changes import level_changes
-from spinekit.register.geometry import body_mask_and_frame, transform_points
+from spinekit.register.geometry import transform_points
 from spinekit.register.quality import QualityReport, QualityThresholds, assess_all, level_shift, level_shift_flag
 from spinekit.register.vertebra import RegistrationConfig, VertebraRegistration, register_vertebra
 from spinekit.tables import Measurement, missing, to_frame
@@ -122,16 +123,14 @@ def register_spines(
         elif v not in base_levels:
             skipped[v] = "in neither scan"
     todo = [v for v in base_levels if v in follow_levels and v in wanted]
-    frames = _frames(baseline_spine)
-    body_masks: dict[int, np.ndarray] = {}
+    bodies = _bodies(baseline_spine, todo)
+    frames = {label: body.frame for label, body in bodies.items()}
+    body_masks = {label: body.mask for label, body in bodies.items() if body.mask is not None}
     registrations: dict[int, VertebraRegistration] = {}
     for index, label in enumerate(todo):
         if progress:
             progress(index / max(len(todo), 1), f"registering {VERTEBRA_NAMES[label]}")
-        body, frame = _body(baseline_spine, label, frames)
-        if body is not None:
-            body_masks[label] = body
-            frames[label] = frame
+        body = body_masks.get(label)
         try:
             registrations[label] = register_vertebra(
                 baseline_spine, followup_spine, label, config=config, body_mask=body
@@ -161,8 +160,7 @@ def register_spines(
             followup_spine,
             label,
             registration.transform,
-            body_mask=body_masks.get(label),
-            frame=frames.get(label),
+            body=bodies.get(label),
             baseline_image=baseline_image,
             followup_image=followup_image,
             baseline_lesions=baseline_lesions,
@@ -200,24 +198,12 @@ def _order(label: int) -> int:
     return CRANIOCAUDAL_ORDER.index(label) if label in CRANIOCAUDAL_ORDER else 999
 
 
-def _frames(spine: Volume) -> dict:
+def _bodies(spine: Volume, levels: list[int]) -> dict[int, BaselineBody]:
     try:
-        from spinekit.morphometry.frames import vertebra_frames
-
-        return dict(vertebra_frames(spine))
+        return baseline_bodies(spine, levels)
     except Exception as exc:  # noqa: BLE001 - heights become NaN with this reason, registration still runs
-        log.warning("vertebra frames unavailable (%s); heights will be NaN", exc)
+        log.warning("vertebra frames and bodies unavailable (%s); heights will be NaN", exc)
         return {}
-
-
-def _body(spine: Volume, label: int, frames: dict):
-    if label not in frames:
-        return None, None
-    try:
-        return body_mask_and_frame(spine, label, frames[label])
-    except Exception as exc:  # noqa: BLE001 - the body only refines the fit and enables heights
-        log.warning("no body mask for %s: %s", VERTEBRA_NAMES.get(label), exc)
-        return None, frames[label]
 
 
 def _registration_rows(registration: VertebraRegistration, report: QualityReport) -> list[Measurement]:

@@ -3,6 +3,9 @@
 No baseline/follow-up pair with expert labels is available (see ``../shared/data/README.md``), so accuracy is
 measured on synthetic follow-ups built from real label maps: every vertebra gets its own rigid motion, a chosen
 vertebral body can collapse along its own superior axis (crush or anterior wedge), and a spherical lesion can grow.
+The collapsed body is the one the change measures use (:func:`spinekit.register.body.baseline_bodies`): everything
+of the vertebra in front of the morphometry body's cut plane is compressed by its fraction, nothing behind the plane
+but a taper, so the truth ("fraction x baseline height") and the measured loss refer to the same bone.
 
 Each label is moved through its signed distance map (linear interpolation, then thresholded at 0), which resamples
 the shape without the staircase bias of nearest-neighbour label resampling. Overlapping vertebrae (large independent
@@ -25,7 +28,6 @@ from spinekit.errors import InputError
 from spinekit.io import Volume
 from spinekit.labels import VERTEBRA_NAMES, is_vertebra
 from spinekit.register.geometry import (
-    body_mask_and_frame,
     crop_to_label,
     label_centroid_lps,
     region_around_lps_box,
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Signed distances are clipped here (mm); beyond it only the sign matters for thresholding.
 DISTANCE_CLIP_MM = 8.0
-#: Posterior to the body's posterior wall the collapse fades out over this distance (mm), so the pedicles stay put.
+#: Behind the body's cut plane (one voxel behind, see :func:`_collapse_field`) the collapse fades out over this
+#: distance (mm), so the pedicles and the rest of the posterior elements stay put.
 COLLAPSE_TAPER_MM = 1.0
 
 
@@ -280,44 +283,62 @@ def _followup_image(
 
 
 def _body_frames(spine: Volume, levels: set[int]) -> dict[int, dict]:
-    """Body centroid, superior/anterior axes and wall positions from :mod:`spinekit.morphometry`."""
+    """Body centroid, compression axes and wall positions of the morphometry bodies (:mod:`.body`).
+
+    The anterior axis is the normal of the body's cut plane and the walls are measured along it from the body
+    centroid, with the posterior wall at the cut itself: a collapse then compresses exactly the bone that the change
+    measures call the body (in front of the same plane), and nothing behind it but the taper.
+    """
     if not levels:
         return {}
     try:
-        from spinekit.morphometry.frames import vertebra_frames
+        from spinekit.register.body import baseline_bodies
     except ImportError as exc:
         raise InputError(
             f"collapse and body lesions need spinekit.morphometry (body mask and vertebra frame): {exc}"
         ) from None
-    frames = vertebra_frames(spine)
+    bodies = baseline_bodies(spine, levels)
     out = {}
     for label in levels:
-        if label not in frames:
-            raise InputError(f"no vertebra frame for {VERTEBRA_NAMES.get(label, label)}; cannot place a collapse")
-        body_array, frame = body_mask_and_frame(spine, label, frames[label])
-        if body_array is None:
-            raise InputError(f"the body of {VERTEBRA_NAMES.get(label, label)} cannot be separated; cannot collapse it")
-        idx = np.argwhere(body_array > 0)[:, ::-1]
-        if len(idx) == 0:
-            raise InputError(f"empty vertebral body for {VERTEBRA_NAMES.get(label, label)}")
-        points = spine.index_to_lps(idx)
+        name = VERTEBRA_NAMES.get(label, label)
+        if label not in bodies:
+            raise InputError(f"no vertebra frame for {name}; cannot place a collapse")
+        body = bodies[label]
+        if body.mask is None or not body.mask.any():
+            raise InputError(f"the body of {name} cannot be separated ({body.flag}); cannot collapse it")
+        points = spine.index_to_lps(np.argwhere(body.mask)[:, ::-1].astype(float))
         center = points.mean(axis=0)
-        anterior = np.asarray(frame.anterior, dtype=float)
+        anterior = body.cut.normal
+        # Compressing along the frame's superior axis made orthogonal to the cut's normal keeps every point's depth
+        # in front of the cut, so the collapse never moves bone across the plane (the two differ by a few degrees).
+        superior = np.asarray(body.frame.superior, dtype=float)
+        superior = superior - np.dot(superior, anterior) * anterior
+        superior /= np.linalg.norm(superior)
         y = (points - center) @ anterior
+        z = (points - center) @ superior
+        cut = float(body.cut.offset_mm - center @ anterior) if np.isfinite(body.cut.offset_mm) else float(y.min())
         out[label] = {
             "center": center,
-            "superior": np.asarray(frame.superior, dtype=float),
+            "superior": superior,
             "anterior": anterior,
-            "posterior_wall": float(np.percentile(y, 1)),
+            "posterior_wall": cut,
             "anterior_wall": float(np.percentile(y, 99)),
-            "inferior_endplate": float(np.percentile((points - center) @ frame.superior, 1)),
-            "superior_endplate": float(np.percentile((points - center) @ frame.superior, 99)),
+            "inferior_endplate": float(np.percentile(z, 1)),
+            "superior_endplate": float(np.percentile(z, 99)),
+            # Spacing along the cut's normal: the displacement field is linear between voxel centres, so the
+            # taper must end this far behind the cut for the whole body in front of it to be compressed fully.
+            "voxel_mm": float(np.linalg.norm(np.asarray(spine.spacing) * (spine.direction.T @ anterior))),
         }
     return out
 
 
 def _collapse_field(distance: sitk.Image, collapse: Collapse, frame: dict) -> sitk.Transform:
-    """Displacement field that pulls each collapsed-body point back to where it came from in the baseline."""
+    """Displacement field that pulls each collapsed-body point back to where it came from in the baseline.
+
+    The fraction is full in front of ``posterior_wall - voxel`` and fades to none over :data:`COLLAPSE_TAPER_MM`
+    behind it, so every point in front of the body's cut is compressed by exactly its fraction after the field's
+    linear interpolation between voxel centres.
+    """
     size = distance.GetSize()
     kk, jj, ii = np.meshgrid(*(np.arange(n, dtype=float) for n in size[::-1]), indexing="ij")
     ijk = np.stack([ii, jj, kk], axis=-1)
@@ -330,7 +351,8 @@ def _collapse_field(distance: sitk.Image, collapse: Collapse, frame: dict) -> si
     depth = max(frame["anterior_wall"] - frame["posterior_wall"], 1e-3)
     position = (y - frame["posterior_wall"]) / depth
     fraction = np.interp(position, [0.0, 1.0], [collapse.posterior_fraction, collapse.anterior])
-    fade = np.clip((y - frame["posterior_wall"] + COLLAPSE_TAPER_MM) / COLLAPSE_TAPER_MM, 0.0, 1.0)
+    behind = frame["posterior_wall"] - frame.get("voxel_mm", 0.0)
+    fade = np.clip((y - behind + COLLAPSE_TAPER_MM) / COLLAPSE_TAPER_MM, 0.0, 1.0)
     fraction = np.clip(fraction * fade, 0.0, 0.9)
     level = frame["superior_endplate"] if collapse.anchor > 0 else -frame["inferior_endplate"]
     z_anchor = collapse.anchor * level

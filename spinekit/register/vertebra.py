@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from spinekit.errors import InputError
 from spinekit.io import Volume
 from spinekit.labels import VERTEBRA_NAMES
-from spinekit.register.geometry import body_mask_and_frame, crop_to_label, principal_axes, signed_distance
+from spinekit.register.geometry import crop_to_label, principal_axes, signed_distance
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def register_vertebra(
         config: settings.
         initial_transform: start from this transform (baseline -> follow-up) instead of centroids + axes.
         body_mask: boolean body mask of this level on the baseline grid (default: from
-            :func:`spinekit.morphometry.body.vertebral_body_mask`, computed only when needed).
+            :func:`spinekit.register.body.baseline_bodies`, computed only when needed).
 
     Returns:
         the transform (baseline point -> follow-up point) and diagnostics; quality is judged separately by
@@ -373,13 +373,16 @@ def _body_crop(
     """The baseline body mask on the crop grid, or None when the body cannot be separated."""
     spine = baseline_spine if isinstance(baseline_spine, Volume) else Volume.from_sitk(baseline_spine)
     if body_mask is None:
+        from spinekit.register.body import baseline_bodies
+
         try:
-            body_mask, _frame = body_mask_and_frame(spine, label)
+            body = baseline_bodies(spine, [label]).get(label)
         except Exception as exc:  # noqa: BLE001 - any failure only means "no body split", reported below
             log.warning("no body mask for %s (%s); fitting the whole vertebra", VERTEBRA_NAMES.get(label), exc)
             return None
-        if body_mask is None:
+        if body is None or body.mask is None:
             return None
+        body_mask = body.mask
     body_mask = np.asarray(body_mask, dtype=bool)
     if not body_mask.any():
         return None

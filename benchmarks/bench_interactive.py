@@ -25,10 +25,6 @@ from spinekit.segment import clicks as ck
 from spinekit.segment.interactive import InteractiveSession
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-#: TotalSegmentator v2 "total" vertebra labels -> VerSe numbering (README of ct_lumbar_3mm).
-TOTALSEG_TO_VERSE = {27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
-#: TotalSegmentator iliopsoas / autochthon -> our psoas / erector spinae labels (left, right).
-TOTALSEG_TO_MUSCLES = {88: 1, 89: 2, 86: 7, 87: 8}
 BRUSH_MM = 5.0
 
 
@@ -91,31 +87,41 @@ def phantom_cases(spacing: float):
     yield "phantom MF-L eroded 3 mm", phantom.image, ck.break_shift(muscles, 5, (0, 0, 0), 3), "muscles", 5, mf
 
 
-def real_cases():
+def real_ct():
+    """The ct_lumbar_3mm scan with its TotalSegmentator labels in our numbering (None when the data is absent).
+
+    Labels go through :func:`spinekit.label_import.convert_labels` (TotalSegmentator v2 27 L5 -> 24 ... 31 L1 -> 20,
+    iliopsoas 88/89 -> psoas 1/2, autochthon 86/87 -> 9/10).
+    """
     from spinekit.io import read_labels, read_volume
+    from spinekit.label_import import convert_labels
 
     folder = DATA / "ct_lumbar_3mm"
     if not folder.is_dir():
-        print(f"[skip] {folder} is absent: real-scan cases not run", file=sys.stderr)
-        return
+        return None
     image = read_volume(folder / "ct.nii.gz")
-    total = read_labels(folder / "totalseg_total_fast.nii.gz", image).array
-    spine = np.zeros(total.shape, np.int16)
-    for source, target in TOTALSEG_TO_VERSE.items():
-        spine[total == source] = target
-    spine = image.with_array(spine)
-    muscles = np.zeros(total.shape, np.int16)
-    for source, target in TOTALSEG_TO_MUSCLES.items():
-        muscles[total == source] = target
-    muscles = image.with_array(muscles)
+    converted = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz", image), "totalsegmentator")
+    return image, converted.spine, converted.muscles
+
+
+def real_cases():
+    loaded = real_ct()
+    if loaded is None:
+        print(f"[skip] {DATA / 'ct_lumbar_3mm'} is absent: real-scan cases not run", file=sys.stderr)
+        return
+    image, spine, muscles = loaded
     l3 = spine.array == 22
     centre = spine.index_to_lps(np.argwhere(l3)[:, ::-1].astype(float)).mean(axis=0)
     yield "CT L3 15 mm sagittal slab", image, ck.break_remove_slab(spine, 22, (1, 0, 0), 15), "spine", 22, l3
+    l4 = spine.array == 23
+    yield "CT L4 12 mm axial slab", image, ck.break_remove_slab(spine, 23, (0, 0, 1), 12), "spine", 23, l4
+    posterior = ck.break_remove_slab(spine, 22, (0, 1, 0), 30, offset_mm=25)
+    yield "CT L3 posterior elements", image, posterior, "spine", 22, l3
     yield "CT L3 leak (anterior)", image, ck.break_leak(spine, 22, centre + np.array([0, -38, 0]), 10), "spine", 22, l3
     psoas = muscles.array == 1
     yield "CT psoas-L shifted 6 mm", image, ck.break_shift(muscles, 1, (6, 0, 0)), "muscles", 1, psoas
-    es = muscles.array == 7
-    yield "CT ES-L eroded 3 mm", image, ck.break_shift(muscles, 7, (0, 0, 0), 3), "muscles", 7, es
+    autochthon = muscles.array == 9
+    yield "CT autochthon-L eroded 3 mm", image, ck.break_shift(muscles, 9, (0, 0, 0), 3), "muscles", 9, autochthon
 
 
 def run_case(session, structure, truth, n_clicks):

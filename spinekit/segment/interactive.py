@@ -25,7 +25,10 @@ What is image-driven and what is network-driven:
    SD of the click's neighbourhood). The voxels added are the connected region containing the click that lies in
    that range, is not another structure, lies within a radius that grows with the click's distance to the current
    mask (``base_radius_mm + radius_per_mm * distance``: a click far from the mask says "a large part is
-   missing"), and stays within ``shell_mm`` (plus that distance) of the current mask.
+   missing"), and stays within ``shell_mm`` (plus that distance) of the current mask. For a vertebra with a
+   cortical shell, the voxels added must also be reached from the marrow without crossing the cortex (marker
+   watershed on the intensity), or be as bright as the marrow: at 3 mm CT marrow and disc overlap in HU and only
+   the endplate separates them.
 2. *Network* (when a model is given): the window, resampled to the network's working spacing, with the session's
    clicks for this structure in the DeepEdit guidance channels, gives a probability for the structure's class. It
    vetoes candidate voxels it is confident are not this class (probability below ``network_veto``) except near a
@@ -35,6 +38,8 @@ What is image-driven and what is network-driven:
    of the structure it cuts off near the click. When it looks the same (a leak into tissue of the same kind), the
    structure is split at its narrowest neck between the click and the main body (marker watershed on the negative
    distance transform; Beucher & Meyer 1993) and the click's side is removed. Removed voxels become background.
+   A bright click on a soft-tissue structure (a muscle drawn over bone) removes the connected voxels brighter than
+   the structure's median + ``negative_k`` robust SD: bone under it spans ~150 to >1000 HU, not one value.
 
 A positive click never overwrites another label; a click on label 0 (``structure=0``) removes whatever structure
 lies under it. The session works at the label map's own resolution.
@@ -53,6 +58,7 @@ from scipy import ndimage
 
 from spinekit.errors import InputError, LabelError
 from spinekit.io import Volume, check_finite, check_label_grid
+from spinekit.labels import is_vertebra
 from spinekit.segment.clicks import Click, gaussian_click_map, robust_sigma
 from spinekit.segment.interactive_network import WindowNetwork
 
@@ -70,7 +76,14 @@ class InteractiveSettings:
             of a muscle segment over one level, so one click repairs one level's worth of boundary).
         radius_per_mm: growth of the radius per mm of distance between the click and the current mask.
         new_radius_mm: radius of a click that creates a structure (about a vertebral body's half-width + cortex).
-        shell_mm: a positive click adds voxels at most this much farther from the mask than the click itself.
+        shell_mm: a positive click adds voxels at most this much farther from the mask than the click itself. The
+            simulated user clicks at the centre of the error region, so its distance to the mask is already about
+            the error's half-thickness; one voxel at 3 mm on top of it repairs the region without spreading over
+            the partial-volume band around intact boundaries (measured: 10 mm let one click on a 3 mm CT add the
+            adjacent discs, Dice 0.80 -> 0.76).
+        cortex_barrier: for vertebrae whose outer layer is brighter than their interior (a cortical shell), a
+            positive click only adds voxels that the marrow reaches without crossing the cortex, or that are at
+            least as bright as the marrow (see ``InteractiveSession._cortex_basin``).
         smooth_mm: Gaussian sigma of optional pre-smoothing. Off by default: at 1-3 mm spacing it spreads bright
             cortical bone (about 1000 HU) into the voxels around it, which then pass as bone.
         percentiles: robust intensity range of a structure (percentiles of its current voxels).
@@ -88,7 +101,7 @@ class InteractiveSettings:
     base_radius_mm: float = 30.0
     radius_per_mm: float = 2.0
     new_radius_mm: float = 20.0
-    shell_mm: float = 10.0
+    shell_mm: float = 3.0
     smooth_mm: float = 0.0
     percentiles: tuple[float, float] = (2.0, 99.0)
     seed_radius_mm: float = 3.0
@@ -97,6 +110,7 @@ class InteractiveSettings:
     negative_k: float = 3.0
     negative_core: float = 0.25
     min_voxels: int = 30
+    cortex_barrier: bool = True
 
 
 @dataclass
@@ -452,9 +466,42 @@ class InteractiveSession:
                 attraction = gaussian_click_map(labels.shape, points, self.image.spacing)
                 candidate &= np.maximum(probability, attraction) >= self.settings.network_veto
                 used = True
+        barrier = self._cortex_basin(image, labels, mask, to_mask, window, structure)
+        if barrier is not None:
+            candidate &= barrier
         candidate[centre] = True
         region = _flood(candidate, centre)
         return region & ~mask, "", used
+
+    def _cortex_basin(self, image, labels, mask, to_mask, window: _Window, structure: int) -> np.ndarray | None:
+        """Voxels a vertebra's marrow reaches without climbing over its cortex, plus voxels as bright as the marrow.
+
+        At 3 mm, partial volume makes marrow (about 120 HU in an adult lumbar body) and disc or muscle (50-100 HU)
+        overlap, so no intensity range separates them; what does is the bright cortical shell (endplates) between
+        them. Marker-controlled watershed on the raw intensity (Beucher & Meyer 1993; the minimax-path view of
+        Udupa & Samarasekera 1996, fuzzy connectedness) floods from the marrow (the eroded mask) and from the
+        background (other labels, free voxels beyond the click's shell or reach) and lets each basin take the
+        voxels it reaches through the lowest crest: a missing piece of marrow joins the marrow, a disc behind an
+        endplate joins the background. Cortex and uniformly bright bone (posterior elements, a plateau rather than
+        a basin) are kept by the second term. None when the structure has no brighter shell (muscles, MRI).
+        """
+        from skimage.segmentation import watershed
+
+        s = self.settings
+        if not s.cortex_barrier or self.task != "spine" or not is_vertebra(structure) or to_mask is None:
+            return None
+        core = ndimage.binary_erosion(mask)
+        if core.sum() < s.min_voxels:
+            return None
+        marrow = float(np.median(image[core]))
+        if float(np.median(image[mask & ~core])) <= marrow:
+            return None
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[(labels != 0) & ~mask] = 2
+        markers[(labels == 0) & ((to_mask > window.gap + s.shell_mm) | (window.distance_mm > window.radius))] = 2
+        markers[core] = 1
+        markers[window.centre] = 1
+        return (watershed(image, markers) == 1) | (image >= marrow)
 
     def _shrink(self, window: _Window, structure: int):
         labels = self._labels[window.slices]
@@ -485,7 +532,17 @@ class InteractiveSession:
                 # Only voxels outside the structure's range, on the click's side, can go: a click never removes
                 # what looks like the structure.
                 unlike = (image < low) | (image > high)
-                clear = mask & unlike & (gap < s.negative_core * step) & (window.distance_mm <= window.radius)
+                like_click = gap < s.negative_core * step
+                if click_value > typical and not (self.task == "spine" and is_vertebra(structure)):
+                    # Bone under a soft-tissue mask (a muscle drawn over a vertebra or the ilium) is not one
+                    # intensity: cortex, marrow and their partial-volume mixtures spread from ~150 to >1000 HU on CT,
+                    # so "near the click's value" misses most of it. Everything brighter than the structure's own
+                    # robust upper limit (median + k robust SD, from voxels away from the click) goes instead.
+                    # The percentile range is no guide here: the bone under the mask is in it.
+                    bone_like = image > typical + s.negative_k * robust_sigma(values)
+                    like_click |= bone_like
+                    unlike |= bone_like
+                clear = mask & unlike & like_click & (window.distance_mm <= window.radius)
                 clear[centre] = True
                 region = _flood(clear, centre)
                 band = mask & unlike & (gap < 0.5 * step)

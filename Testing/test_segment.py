@@ -311,3 +311,80 @@ def test_demo_stage_on_phantom(tmp_path, capsys):
     written = demo(tmp_path / "work", tmp_path / "phantom")
     assert {p.name for p in written} == {"spine.nii.gz", "muscles.nii.gz", "segment.json"}
     assert "Dice vs phantom truth" in capsys.readouterr().out
+
+
+def test_ct_synthesis_draws_real_hounsfield_ranges():
+    from scipy import ndimage
+
+    from spinekit.segment.synthesis import TISSUES, ct_window, normalise_real, synthesize_ct
+
+    labels = toy_spine().array.astype(np.int32)  # 0 air, 1 vertebra, 2 sacrum, 3 disc, 4 canal
+    lut = np.array([TISSUES.index(t) for t in ("air", "bone", "bone", "disc", "fluid")])
+    disc_core = ndimage.binary_erosion(labels == 3, iterations=1)
+    for seed in range(3):
+        image = synthesize_ct(labels, lut, np.random.default_rng(seed), SynthesisSettings())
+        assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+        assert image[labels == 0].mean() < ct_window(np.array(-800.0))  # air stays air
+        disc = float(image[disc_core].mean())  # disc 50-110 HU, blurred by bone above and below
+        assert ct_window(np.array(-50.0)) < disc < ct_window(np.array(400.0))
+        assert image[labels == 1].mean() > disc  # bone (cortical shell + trabecular core) above disc
+    hu = np.where(labels == 1, 700.0, -1000.0).astype(np.float32)
+    assert np.allclose(normalise_real(hu), ct_window(hu))  # real CT: the same fixed window as the synthesis
+    mr = np.where(labels == 1, 300.0, 20.0).astype(np.float32)
+    assert normalise_real(mr).max() == 1.0 and normalise_real(mr).min() == 0.0  # MRI: percentile normalisation
+
+
+def test_real_ct_pair_is_aligned(shared_data):
+    from spinekit.segment.dataset import FAT_GEN, _ct_dicom
+    from spinekit.segment.synthesis import ct_window
+
+    sample = _ct_dicom(shared_data / "ct_dicom_t11_t12", task_config("spine"))
+    assert sample.image is not None and sample.image.shape == sample.target.shape
+    bone = sample.image[sample.target == 1].mean()  # T11/T12 labels on the DICOM image: bone, not soft tissue
+    assert bone > ct_window(np.array(150.0)), bone
+    assert sample.image[sample.generation == FAT_GEN].mean() < ct_window(np.array(-30.0))
+    assert (sample.target == 4).sum() > 20 and 3 in sample.unknown  # cord present; discs are not labelled there
+
+
+def _head_ct() -> Volume:
+    """A "head": bone-like shell (skull) around a brain-like interior, in HU, 2 mm."""
+    k, j, i = np.mgrid[:100, :100, :100] * 2.0
+    r = np.sqrt((k - 100) ** 2 + ((j - 100) / 1.2) ** 2 + ((i - 100) / 0.85) ** 2)
+    image = np.select([r < 70, r < 73, r < 80, r < 84], [35.0, 8.0, 1100.0, 40.0], -1000.0)
+    return Volume((image + np.random.default_rng(0).normal(0, 10, image.shape)).astype(np.float32), (2.0,) * 3)
+
+
+def _knee_ct() -> Volume:
+    """A "knee": tibia and femur as long cortical tubes with fatty marrow along z, an 8 mm joint, muscle and fat."""
+    k, j, i = np.mgrid[:150, :80, :80] * 2.0
+    rad = np.sqrt((j - 80) ** 2 + (i - 80) ** 2)
+    image = np.select([rad < 52, rad < 60], [50.0, -100.0], -1000.0)
+    for lo, hi, radius in ((0, 146, 16), (154, 300, 18)):
+        shaft = (k >= lo) & (k < hi)
+        image[shaft & (rad < radius)] = 1200.0
+        image[shaft & (rad < radius - 4)] = -40.0
+    image[(k >= 146) & (k < 154) & (rad < 18)] = 90.0
+    return Volume((image + np.random.default_rng(0).normal(0, 10, image.shape)).astype(np.float32), (2.0,) * 3)
+
+
+@pytest.mark.parametrize("make", [_head_ct, _knee_ct], ids=["head", "knee"])
+def test_shipped_model_rejects_non_spine_ct(make):
+    from spinekit.segment.api import segment_image
+    from spinekit.segment.networks import model_paths
+
+    if not model_paths("spine")[0].is_file():
+        pytest.skip("no shipped spine model")
+    result = segment_image(make())
+    assert not result.spine.array.any() and not result.muscles.array.any()
+    flags = {f["flag"] for f in result.qc["flags"]}
+    assert {"no_spine_found", "no_muscles_found"} <= flags
+
+
+def test_rod_shaped_bone_is_not_a_vertebra():
+    rod = np.zeros((60, 20, 20), bool)
+    rod[5:55, 8:12, 8:12] = True  # 100 x 8 x 8 mm at 2 mm
+    block = np.zeros((30, 40, 40), bool)
+    block[5:20, 5:30, 5:35] = True  # 30 x 50 x 60 mm: a vertebral body with arch
+    assert not qc.vertebra_shaped(Volume(rod.astype(np.uint8), (2.0,) * 3), rod)
+    assert qc.vertebra_shaped(Volume(block.astype(np.uint8), (2.0,) * 3), block)
+    assert qc.principal_extents_mm(Volume(rod.astype(np.uint8), (2.0,) * 3), rod)[0] == pytest.approx(98.0)

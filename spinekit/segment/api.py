@@ -26,6 +26,10 @@ MIN_VERTEBRAE = 2
 MIN_PLAUSIBLE_SHARE = 0.5
 #: More vertebra instances than a whole spine has (C1-S1 with L6/T13) means fragmentation, not anatomy.
 MAX_VERTEBRAE = 26
+#: Share of the network's bone (vertebra class) that must end up in plausible vertebra instances. Along a spine almost
+#: all bone lies in the vertebrae between the discs; two long bones around a joint (a knee read as "vertebra, disc,
+#: vertebra") leave most of their shafts outside any vertebra-sized instance.
+MIN_BONE_IN_VERTEBRAE = 0.5
 #: CT air is about -1000 HU; an image whose 1st percentile is below this is treated as CT.
 CT_AIR_THRESHOLD_HU = -500.0
 
@@ -82,13 +86,17 @@ class SpinekitBackend:
                 plausible = [
                     v for v, vol in instances.volumes_mm3.items()
                     if v != 26 and qc.VERTEBRA_VOLUME_MM3[0] <= vol <= qc.VERTEBRA_VOLUME_MM3[1]
+                    and qc.vertebra_shaped(instances.spine, instances.spine.array == v)
                 ]  # fmt: skip
                 vertebrae = [v for v in instances.volumes_mm3 if v != 26]
                 share = len(plausible) / max(len(vertebrae), 1)
+                bone = int((prediction.labels.array == 1).sum())
+                in_vertebrae = int(np.isin(instances.spine.array, plausible).sum()) / max(bone, 1)
                 spine_found = (
                     len(plausible) >= MIN_VERTEBRAE
                     and share >= MIN_PLAUSIBLE_SHARE
                     and len(vertebrae) <= MAX_VERTEBRAE
+                    and in_vertebrae >= MIN_BONE_IN_VERTEBRAE
                     and low is None
                 )
                 spine = _postprocess(instances.spine)
@@ -98,7 +106,10 @@ class SpinekitBackend:
                     idx = np.argwhere((spine.array > 0) & (spine.array != 60))
                     midline_x = float(np.median(spine.index_to_lps(idx[:, ::-1].astype(float))[:, 0]))
                 else:
-                    detail = f"{len(plausible)} of {len(vertebrae)} vertebra instances plausible; result emptied"
+                    detail = (
+                        f"{len(plausible)} of {len(vertebrae)} vertebra instances plausible, holding "
+                        f"{100 * in_vertebrae:.0f}% of the bone; result emptied"
+                    )
                     flags.append(qc.flag("no_spine_found", detail))
                     if low:
                         flags.append(low)

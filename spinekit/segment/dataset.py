@@ -20,7 +20,13 @@ from scipy import ndimage
 from spinekit import labels as lb
 from spinekit.io import Volume, read_labels, read_volume, reorient, resample_like, resample_to_spacing
 from spinekit.segment.networks import TaskConfig
-from spinekit.segment.synthesis import SynthesisSettings, normalise_real, random_affine_labels, synthesize_image
+from spinekit.segment.synthesis import (
+    TISSUES,
+    SynthesisSettings,
+    normalise_real,
+    random_affine_labels,
+    synthesize_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 MUSCLE_GEN_OFFSET = 150
 BODY_GEN = 250
 FAT_GEN = 251
+SOFT_GEN = 252
 DISC_GEN_OFFSET = 300
 TISSUE_GEN_OFFSET = 400
 
@@ -44,6 +51,9 @@ class LabelMap:
         extra_sets: ambiguity sets for target values n_classes, n_classes + 1, ...
         image: a real or phantom image (normalised) on the same grid, mixed into training when present.
         bright: generation labels that are bone (CT-like contrast prior).
+        tissue_lut: tissue class (index into ``synthesis.TISSUES``, -1 unknown) per generation label; enables the
+            Hounsfield-unit CT synthesis branch.
+        image_fraction: share of this source's samples that show its real image (None: the run's setting).
     """
 
     name: str
@@ -53,6 +63,61 @@ class LabelMap:
     extra_sets: tuple[tuple[int, ...], ...] = ()
     image: np.ndarray | None = None
     bright: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    tissue_lut: np.ndarray | None = None
+    image_fraction: float | None = None
+
+
+def _lut(mapping: dict[str, list[int] | range]) -> np.ndarray:
+    """Tissue table from ``{tissue: generation labels}`` (generation labels above 511 are not used)."""
+    lut = np.full(512, -1, dtype=np.int64)
+    lut[0] = TISSUES.index("air")
+    for name, values in mapping.items():
+        lut[np.asarray(list(values), dtype=np.int64)] = TISSUES.index(name)
+    return lut
+
+
+#: Shared generation labels of every source (offsets above).
+_COMMON_TISSUES = {
+    "muscle": range(MUSCLE_GEN_OFFSET + 1, MUSCLE_GEN_OFFSET + 11),
+    "body": [BODY_GEN],
+    "fat": [FAT_GEN],
+    "soft": [SOFT_GEN],
+    "disc": [DISC_GEN_OFFSET],
+}
+#: Our spine labels (spinekit.labels) as generation labels: vertebrae, canal, cord, discs.
+OUR_SPINE_TISSUES = _lut(
+    {
+        **_COMMON_TISSUES,
+        "bone": range(1, 29),
+        "fluid": [lb.CANAL],
+        "cord": [lb.CORD],
+        "disc": [*range(lb.DISC_OFFSET + 1, lb.DISC_OFFSET + 29), DISC_GEN_OFFSET],
+        # spinekit.phantom tissue codes (shapes.py: AIR, FAT, SOFT, CSF, ANNULUS, NUCLEUS, CORTICAL, TRABECULAR,
+        # POSTERIOR, LYTIC, BLASTIC = 0..10; muscles 20 + label)
+        "fat": [FAT_GEN, TISSUE_GEN_OFFSET + 1],
+        "soft": [SOFT_GEN, TISSUE_GEN_OFFSET + 2, TISSUE_GEN_OFFSET + 9],
+        "cortical": [TISSUE_GEN_OFFSET + 6, TISSUE_GEN_OFFSET + 10],
+        "trabecular": [TISSUE_GEN_OFFSET + 7, TISSUE_GEN_OFFSET + 8],
+        "muscle": [*range(MUSCLE_GEN_OFFSET + 1, MUSCLE_GEN_OFFSET + 11), *range(TISSUE_GEN_OFFSET + 20, 512)],
+    }
+)
+OUR_SPINE_TISSUES[TISSUE_GEN_OFFSET + 3] = TISSUES.index("fluid")
+OUR_SPINE_TISSUES[[TISSUE_GEN_OFFSET + 4, TISSUE_GEN_OFFSET + 5]] = TISSUES.index("disc")
+#: TotalSegmentator v2 "total" classes (Wasserthal et al. 2023, class map of totalsegmentator/map_to_binary.py).
+TOTALSEG_TISSUES = _lut(
+    {
+        **_COMMON_TISSUES,
+        "organ": [1, 2, 3, 4, 5, 7, 8, 9, 17, 21, 22, 23, 24, 51, 90],
+        "bowel": [6, 15, 18, 19, 20],
+        "lung": range(10, 15),
+        "air": [16],
+        "bone": [*range(25, 51), *range(69, 79), 91, *range(92, 117)],
+        "vessel": range(52, 69),
+        "cord": [79],
+        "muscle": [*range(80, 90), *range(MUSCLE_GEN_OFFSET + 1, MUSCLE_GEN_OFFSET + 11)],
+        "cartilage": [117],
+    }
+)
 
 
 def membership(config: TaskConfig, sample: LabelMap) -> np.ndarray:
@@ -125,13 +190,14 @@ def from_phantom(phantom, config: TaskConfig, name: str = "phantom") -> LabelMap
         target = spine_targets(spine.array)
     else:
         target = muscle_targets(muscles if muscles is not None else np.zeros_like(spine.array))
-    return LabelMap(name, generation, target, image=normalise_real(image), bright=bright)
+    return LabelMap(name, generation, target, image=normalise_real(image), bright=bright, tissue_lut=OUR_SPINE_TISSUES)
 
 
 def real_sources(data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = ()) -> list[LabelMap]:
     """Label maps from ``../shared/data`` (whatever is present), skipping the names in ``holdout``."""
     loaders: dict[str, Callable[[Path, TaskConfig], LabelMap | None]] = {
         "ct_lumbar_3mm": _ct_lumbar,
+        "ct_dicom_t11_t12": _ct_dicom,
         "verse004_labels": _verse004,
         "mri_axial_dixon_L2L5": _dixon,
     }
@@ -166,13 +232,55 @@ def _ct_lumbar(folder: Path, config: TaskConfig) -> LabelMap:
         target[(t == 25) | (t == 26)] = 2
         target[(body == 2) & (target == 0)] = 3
         target[t == 79] = 4  # cord lies inside the canal; the rest of the canal is unlabelled
-        return LabelMap("ct_lumbar_3mm", generation, target, unknown=(4,), image=normalise_real(image), bright=bright)
+        return LabelMap(
+            "ct_lumbar_3mm", generation, target, unknown=(4,), image=normalise_real(image), bright=bright,
+            tissue_lut=TOTALSEG_TISSUES,
+        )  # fmt: skip
     target = np.zeros(t.shape, dtype=np.int16)
     target[(t == 88) | (t == 89)] = 1  # iliopsoas ~ psoas at lumbar levels
     target[(t == 86) | (t == 87)] = config.n_classes  # autochthon = multifidus or erector spinae
     return LabelMap(
         "ct_lumbar_3mm", generation, target, unknown=(2,), extra_sets=((3, 4),), image=normalise_real(image),
-        bright=bright,
+        bright=bright, tissue_lut=TOTALSEG_TISSUES,
+    )  # fmt: skip
+
+
+#: Share of the real-CT pair's samples that show its real image (the rest synthesise from its label map).
+CT_DICOM_IMAGE_FRACTION = 0.6
+
+
+def _ct_dicom(folder: Path, config: TaskConfig) -> LabelMap:
+    """Real CT DICOM series (T11-T12, 20 slices) with TotalSegmentator "total" labels: a real image/label pair.
+
+    The image goes to the working grid exactly as at inference (``inference.to_network_grid``: LPS, anti-aliasing,
+    3 mm); the labels are resampled onto that grid. Unlabelled body voxels are split into fat (< -30 HU, the upper
+    end of the adipose band of Kvist et al. 1988) and soft tissue for synthesis. TotalSegmentator "total" has no
+    disc and no canal class, so disc and canal are unknown (marginal loss); no sacrum or psoas is in view.
+    """
+    from spinekit.segment.inference import to_network_grid
+
+    grid = to_network_grid(read_volume(folder / "dicom"), config.spacing_mm)
+    t = resample_like(read_labels(folder / "totalseg_total.nii.gz"), grid, is_label=True).array.astype(np.int32)
+    hu = grid.array
+    body = ndimage.binary_fill_holes(ndimage.binary_opening(hu > -500, iterations=1))
+    generation = t.copy()
+    free = (generation == 0) & body
+    generation[free & (hu < -30)] = FAT_GEN
+    generation[free & (hu >= -30)] = SOFT_GEN
+    bright = np.arange(25, 51)
+    if config.task == "spine":
+        target = np.zeros(t.shape, dtype=np.int16)
+        target[(t >= 27) & (t <= 50)] = 1
+        target[t == 79] = 4
+        unknown: tuple[int, ...] = (3, 4)
+        extra: tuple[tuple[int, ...], ...] = ()
+    else:
+        target = np.zeros(t.shape, dtype=np.int16)
+        target[(t == 86) | (t == 87)] = config.n_classes  # autochthon = multifidus or erector spinae
+        unknown, extra = (1, 2), ((3, 4),)
+    return LabelMap(
+        "ct_dicom_t11_t12", generation, target, unknown=unknown, extra_sets=extra, image=normalise_real(hu),
+        bright=bright, tissue_lut=TOTALSEG_TISSUES, image_fraction=CT_DICOM_IMAGE_FRACTION,
     )  # fmt: skip
 
 
@@ -187,7 +295,9 @@ def _verse004(folder: Path, config: TaskConfig) -> LabelMap | None:
     body = ndimage.binary_dilation(generation > 0, iterations=int(round(40 / config.spacing_mm)))
     generation = np.where((generation == 0) & body, BODY_GEN, generation)
     bright = np.arange(1, 29)
-    return LabelMap("verse004_labels", generation, target, unknown=(2, 3, 4), bright=bright)
+    return LabelMap(
+        "verse004_labels", generation, target, unknown=(2, 3, 4), bright=bright, tissue_lut=OUR_SPINE_TISSUES
+    )
 
 
 def dixon_muscle_order(muscles: Volume) -> dict[int, int]:
@@ -261,7 +371,8 @@ def sample_patch(
         centre = np.array([rng.integers(0, s) for s in source.target.shape])
     start = centre - big // 2
     crops = [_crop(a, start, big) for a in (source.generation, source.target)]
-    use_real = source.image is not None and rng.random() < real_image_fraction
+    fraction = source.image_fraction if source.image_fraction is not None else real_image_fraction
+    use_real = source.image is not None and rng.random() < fraction
     image_crop = _crop(source.image, start, big, fill=0.0) if use_real else None
     generation, target = crops
     if rng.random() < 0.8:
@@ -270,10 +381,12 @@ def sample_patch(
     sl = tuple(slice(m, m + p) for m, p in zip(margin, patch, strict=True))
     generation, target = generation[sl], target[sl]
     if image_crop is not None:
-        image = normalise_real(image_crop[sl])  # real images skip the (label-only) deformation
+        # Real images skip the (label-only) deformation; they were normalised once over the whole volume, as at
+        # inference (a CT with the fixed HU window), so a patch is not re-normalised.
+        image = image_crop[sl]
         _, target = crops[0][sl], crops[1][sl]
     else:
-        image = synthesize_image(generation, rng, settings, bright_labels=source.bright)
+        image = synthesize_image(generation, rng, settings, bright_labels=source.bright, tissue_lut=source.tissue_lut)
     if rng.random() < 0.5:  # left-right flip: classes are side-agnostic
         image, target = image[:, :, ::-1].copy(), target[:, :, ::-1].copy()
     return image.astype(np.float32), target.astype(np.int64)

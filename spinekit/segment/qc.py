@@ -20,6 +20,14 @@ VERTEBRA_VOLUME_MM3 = (10_000.0, 180_000.0)
 DISC_VOLUME_MM3 = (1_000.0, 40_000.0)
 #: A label is fragmented when its second-largest component holds more than this share of its voxels.
 FRAGMENT_SHARE = 0.10
+#: Longest extent (mm, along the principal axis) of one vertebra: lumbar transverse processes span about 70-95 mm
+#: tip to tip (Panjabi et al. 1992, Spine 17:299); a "vertebra" over 130 mm is a long bone (knee, hip), a skull or a
+#: merged column, not one vertebra.
+MAX_VERTEBRA_EXTENT_MM = 130.0
+#: A vertebra is compact: lumbar bodies are ~45-50 mm wide, ~35 mm deep and ~27 mm high, posterior elements add depth
+#: and width (Panjabi et al. 1992, Spine 17:299), so its longest principal extent is under 2x the second; a long-bone
+#: shaft cut into a "vertebra" (knee, femur) is rod-like (ratio > 2).
+MAX_VERTEBRA_ELONGATION = 2.0
 #: Mean network confidence (max softmax) over predicted foreground below which the result is not trusted.
 MIN_CONFIDENCE = 0.6
 
@@ -34,6 +42,23 @@ def fragmented(mask: np.ndarray) -> bool:
         return False
     sizes = np.sort(ndimage.sum_labels(mask, components, range(1, n + 1)))[::-1]
     return sizes[1] / sizes.sum() > FRAGMENT_SHARE
+
+
+def principal_extents_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    """Extents (mm) of ``mask`` along its three principal axes, largest first (Pearson 1901 PCA of voxel centres)."""
+    idx = np.argwhere(mask)
+    if len(idx) < 2:
+        return np.zeros(3)
+    points = volume.index_to_lps(idx[:, ::-1].astype(float))
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return np.sort(np.ptp(centred @ vt.T, axis=0))[::-1]
+
+
+def vertebra_shaped(volume: Volume, mask: np.ndarray) -> bool:
+    """Not longer than one vertebra (``MAX_VERTEBRA_EXTENT_MM``) and not rod-like (``MAX_VERTEBRA_ELONGATION``)."""
+    extents = principal_extents_mm(volume, mask)
+    return bool(extents[0] <= MAX_VERTEBRA_EXTENT_MM and extents[0] <= MAX_VERTEBRA_ELONGATION * max(extents[1], 1.0))
 
 
 def spine_flags(spine: Volume, levels: list[int], levels_known: bool) -> list[dict]:

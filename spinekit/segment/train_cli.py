@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", default="ct_lumbar_3mm,mri_axial_dixon_L2L5", help="real sources left out")
     parser.add_argument("--holdout-images", default="", help="real sources used as label maps only, never images")
     parser.add_argument("--ct-like-fraction", type=float, default=0.3, help="share of CT-like synthetic contrast")
+    parser.add_argument(
+        "--ct-hu-fraction", type=float, default=SynthesisSettings.ct_hu_fraction,
+        help="share of samples synthesised in Hounsfield units (sources with a tissue table)",
+    )  # fmt: skip
     parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of real label maps")
     parser.add_argument("--max-minutes", type=float, default=90.0, help="wall-clock budget; stops cleanly")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -41,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         data_dir=str(args.data_dir), holdout=tuple(h for h in args.holdout.split(",") if h),
         holdout_images=tuple(h for h in args.holdout_images.split(",") if h),
         max_minutes=args.max_minutes, real_source_weight=args.real_weight,
-        synthesis=replace(SynthesisSettings(), ct_like_fraction=args.ct_like_fraction), threads=args.threads,
+        synthesis=replace(
+            SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction
+        ), threads=args.threads,
         extra_dirs=tuple(str(p) for p in args.add),
     )  # fmt: skip
     with tqdm(total=settings.steps, desc=f"train {args.task}") as bar:

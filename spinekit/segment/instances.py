@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 #: Semantic class indices of the spine network (networks.SPINE_CLASSES).
 VERTEBRA, SACRUM_CLASS, DISC, CANAL_CLASS = 1, 2, 3, 4
-#: Unknown-level instance labels: vertebra n (cranial first) = 200 + n, the disc below it = 300 + n.
-UNKNOWN_VERTEBRA_OFFSET = 200
-UNKNOWN_DISC_OFFSET = 300
+#: Unknown-level instance labels (spinekit.labels): vertebra n (cranial first) = 200 + n, the disc below it = 300 + n.
+UNKNOWN_VERTEBRA_OFFSET = lb.UNKNOWN_VERTEBRA_OFFSET
+UNKNOWN_DISC_OFFSET = lb.UNKNOWN_DISC_OFFSET
 #: Components smaller than this are noise, not anatomy (a fifth of the smallest lumbar disc/vertebra in qc.py).
 MIN_DISC_MM3 = 300.0
 MIN_VERTEBRA_MM3 = 1500.0

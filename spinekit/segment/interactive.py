@@ -61,6 +61,7 @@ from spinekit.io import Volume, check_finite, check_label_grid
 from spinekit.labels import is_vertebra
 from spinekit.segment.clicks import Click, gaussian_click_map, robust_sigma
 from spinekit.segment.interactive_network import WindowNetwork
+from spinekit.segment.interactive_regions import cut_off_orphans, flood_region, neck_split
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +471,7 @@ class InteractiveSession:
         if barrier is not None:
             candidate &= barrier
         candidate[centre] = True
-        region = _flood(candidate, centre)
+        region = flood_region(candidate, centre)
         return region & ~mask, "", used
 
     def _cortex_basin(self, image, labels, mask, to_mask, window: _Window, structure: int) -> np.ndarray | None:
@@ -544,69 +545,16 @@ class InteractiveSession:
                     unlike |= bone_like
                 clear = mask & unlike & like_click & (window.distance_mm <= window.radius)
                 clear[centre] = True
-                region = _flood(clear, centre)
+                region = flood_region(clear, centre)
                 band = mask & unlike & (gap < 0.5 * step)
                 region |= ndimage.binary_dilation(region) & band
                 if region.sum() > 0.5 * mask.sum():
                     log.info("negative click: the click-like region is most of the structure; removing locally only")
                     region &= window.distance_mm <= max(float(depth[centre]), s.seed_radius_mm)
-                return region | _cut_off(mask & ~region, window.distance_mm <= window.radius), "", False
+                return region | cut_off_orphans(mask & ~region, window.distance_mm <= window.radius), "", False
         ball = window.distance_mm <= local
-        return _neck_split(mask, depth, ball, centre, window.distance_mm, local), "", False
+        return neck_split(mask, depth, ball, centre, window.distance_mm, local), "", False
 
     def _relative_voxel(self, point_lps, window: _Window) -> tuple[int, int, int]:
         i, j, k = np.rint(self.image.lps_to_index(np.asarray(point_lps, dtype=float))).astype(int)
         return k - window.slices[0].start, j - window.slices[1].start, i - window.slices[2].start
-
-
-def _flood(candidate: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
-    """Face-connected region of ``candidate`` containing ``seed`` (empty when the seed is not a candidate)."""
-    if not candidate[seed]:
-        return np.zeros(candidate.shape, dtype=bool)
-    from skimage.segmentation import flood
-
-    return flood(candidate, seed, connectivity=1)
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    components, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    return components == int(np.argmax(np.bincount(components.ravel())[1:])) + 1
-
-
-def _cut_off(remaining: np.ndarray, ball: np.ndarray) -> np.ndarray:
-    """Pieces of ``remaining`` inside ``ball`` that no longer touch its largest component (orphans of a cut)."""
-    components, n = ndimage.label(remaining)
-    if n <= 1:
-        return np.zeros(remaining.shape, dtype=bool)
-    sizes = np.bincount(components.ravel())[1:]
-    main = int(np.argmax(sizes)) + 1
-    orphans = (components != main) & (components > 0)
-    inside = ndimage.labeled_comprehension(ball, components, range(1, n + 1), np.all, bool, False)
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = inside
-    return orphans & keep[components]
-
-
-def _neck_split(mask, depth, ball, centre, distance_mm, radius) -> np.ndarray:
-    """The click's side of the narrowest neck between the click and the main body (marker watershed on -EDT)."""
-    from skimage.segmentation import watershed
-
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    body = mask & (distance_mm > radius)
-    if not body.any():
-        # The structure fits inside the click's reach: the body marker is its deepest point far from the click.
-        score = np.where(mask, depth * distance_mm, -1.0)
-        body = np.zeros(mask.shape, dtype=bool)
-        body[np.unravel_index(int(np.argmax(score)), mask.shape)] = True
-    markers[body] = 1
-    seed = mask & (distance_mm <= max(1e-6, min(float(depth[centre]), radius) * 0.5))
-    seed[centre] = True
-    markers[seed & ~body] = 2
-    regions = watershed(-depth, markers, mask=mask)
-    side = (regions == 2) & ball
-    if side.sum() > 0.5 * mask.sum():
-        log.info("negative click: no neck separates the click from the body; removing the click's neighbourhood only")
-        side = mask & (distance_mm <= max(float(depth[centre]), 1.0))
-    return side

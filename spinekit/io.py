@@ -340,3 +340,18 @@ def reorient(volume: Volume, orientation: str = "LPS") -> Volume:
 def orientation_code(volume: Volume) -> str:
     """Three-letter DICOM orientation code (e.g. "LPS") of the i, j, k axes."""
     return sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(tuple(volume.direction.ravel()))
+
+
+def write_png(figure, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        tmp.unlink(missing_ok=True)
+    return path

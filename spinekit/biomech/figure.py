@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from spinekit.biomech import constants as C
-from spinekit.io import atomic_path
+from spinekit.io import write_png
 
 
 def risk_figure(risk: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
@@ -36,11 +36,4 @@ def risk_figure(risk: pd.DataFrame, path: str | os.PathLike, title: str = "") ->
     ax.set_title(title or "Vertebral factor of risk per task")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_png(fig, path)

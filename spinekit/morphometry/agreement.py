@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import ndimage, stats
 
 from spinekit.errors import GridMismatchError, InputError
-from spinekit.io import Volume, atomic_path
+from spinekit.io import Volume, write_png
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -172,15 +172,7 @@ def bland_altman_plot(x: np.ndarray, y: np.ndarray, path: str | os.PathLike, tit
         title or f"Bland-Altman: bias {ba.mean_difference:.3g}, LoA [{ba.lower_limit:.3g}, {ba.upper_limit:.3g}]"
     )
     fig.tight_layout()
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_png(fig, path)
 
 
 def measure_agreement(pred: pd.DataFrame, ref: pd.DataFrame, plot_dir: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from spinekit import labels as lab
-from spinekit.io import Volume, atomic_path
+from spinekit.io import Volume, write_png
 from spinekit.morphometry.context import SpineModel
 from spinekit.morphometry.geometry import orthonormal_in_plane, plane_grid, sample, unit
 
@@ -83,15 +83,7 @@ def write_figure(
     if muscles is not None:
         _muscle_panel(axes[0, 1], model, table, image, muscles)
     fig.tight_layout()
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_png(fig, path)
 
 
 def _muscle_panel(ax, model: SpineModel, table: pd.DataFrame, image: Volume | None, muscles: Volume) -> None:

@@ -60,6 +60,7 @@ from spinekit.errors import InputError, LabelError
 from spinekit.io import Volume, check_finite, check_label_grid
 from spinekit.labels import is_vertebra
 from spinekit.segment.clicks import Click, gaussian_click_map, robust_sigma
+from spinekit.segment.interactive_intensity import boundary_range, seed_range, structure_range
 from spinekit.segment.interactive_network import WindowNetwork
 from spinekit.segment.interactive_regions import cut_off_orphans, flood_region, neck_split
 
@@ -374,51 +375,6 @@ class InteractiveSession:
         smooth = ndimage.gaussian_filter(crop, sigma, truncate=3.0)
         return smooth[tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(slices, lo, strict=True))]
 
-    def _structure_range(self, values: np.ndarray) -> tuple[float, float]:
-        """Robust intensity range of a structure's voxels, tolerant of a wrong part (leak) in the mask.
-
-        The low end is the low percentile, but never below median - k robust SD: a leak into darker tissue (fat
-        in a muscle mask) must not open the range to that tissue. The high end is the high percentile only,
-        because bone has a legitimate bright second mode (the cortex) that a median-based bound would cut.
-        """
-        low, high = np.percentile(values, self.settings.percentiles)
-        floor = float(np.median(values)) - self.settings.negative_k * robust_sigma(values)
-        return max(float(low), floor), float(high)
-
-    def _boundary_range(self, inside: np.ndarray, rim: np.ndarray, around: np.ndarray) -> tuple[float, float]:
-        """Intensity range of a structure: its robust percentiles, widened to the half-way (50 % partial-volume)
-        level between its boundary tissue and the tissue around it.
-
-        A voxel on a blurred boundary between tissues of intensities a and b is more than half a when it is closer
-        to a than to b, so the threshold that reproduces the true boundary is (a + b) / 2 (the half-maximum rule
-        of CT bone segmentation; e.g. Prevrhal et al. 1999, Phys Med Biol 44:751). ``a`` is the median of the
-        structure's second voxel layer (``rim``: the cortex of a bone, not its marrow), ``b`` the median of the
-        free voxels next to the structure that are clearly darker (below the low percentile) or brighter.
-        """
-        low, high = self._structure_range(inside)
-        boundary = float(np.median(rim))
-        typical = float(np.median(inside))
-        spread = self.settings.negative_k * robust_sigma(inside)
-        darker = around[around < min(low, typical - spread)]
-        brighter = around[around > max(high, typical + spread)]
-        # The neighbour that matters is the one nearest in intensity: the upper quartile of the darker voxels
-        # (muscle, not fat, next to bone) and the lower quartile of the brighter ones.
-        if darker.size >= self.settings.min_voxels:
-            low = min(low, 0.5 * (boundary + float(np.percentile(darker, 75))))
-        if brighter.size >= self.settings.min_voxels:
-            high = max(high, 0.5 * (boundary + float(np.percentile(brighter, 25))))
-        return low, high
-
-    def _seed_range(self, image: np.ndarray, window: _Window, allowed: np.ndarray) -> tuple[float, float]:
-        """Intensity range of a new structure: median +- k robust SD of the click's neighbourhood."""
-        seed = (window.distance_mm <= self.settings.seed_radius_mm) & allowed
-        values = image[seed] if seed.any() else image[window.centre][None]
-        centre = float(np.median(values))
-        # The floor keeps a perfectly flat neighbourhood (a synthetic image) from giving an empty range.
-        spread = max(robust_sigma(values), 1e-3 * (abs(centre) + 1.0), 1e-6)
-        k = self.settings.new_structure_k
-        return centre - k * spread, centre + k * spread
-
     def _grow(self, window: _Window, structure: int, click: Click):
         labels = self._labels[window.slices]
         centre = window.centre
@@ -433,7 +389,7 @@ class InteractiveSession:
             core = ndimage.binary_erosion(mask)
             values = image[core] if core.sum() >= self.settings.min_voxels else image[mask]
             rim = core & ~ndimage.binary_erosion(core)
-            low, high = self._boundary_range(values, image[rim] if rim.any() else values, image[free])
+            low, high = boundary_range(values, image[rim] if rim.any() else values, image[free], self.settings)
             # Two-class floor/ceiling: never accept voxels nearer the typical tissue touching the structure (the
             # free ring just outside it) than the structure's own median. This keeps a coarse or partial-volume
             # mask, whose percentiles reach into muscle, from growing into muscle.
@@ -452,7 +408,7 @@ class InteractiveSession:
             click_value = float(np.median(image[seed])) if seed.any() else float(image[centre])
             low, high = min(low, click_value), max(high, click_value)
         else:
-            low, high = self._seed_range(image, window, free | mask)
+            low, high = seed_range(image, window, free | mask, self.settings)
         candidate = (image >= low) & (image <= high) & (free | mask) & ball
         if to_mask is not None:
             # Shell: growth stays near the current mask (a click repairs a boundary, it does not segment afresh).
@@ -522,7 +478,7 @@ class InteractiveSession:
             away = mask & ~seed
         if away.sum() >= s.min_voxels:
             values = image[away]
-            low, high = self._structure_range(values)
+            low, high = structure_range(values, self.settings)
             typical = float(np.median(values))
             if not low <= click_value <= high or abs(click_value - typical) > s.negative_k * robust_sigma(values):
                 # Two-class split between the click's intensity and the structure's: flood the voxels clearly like

@@ -13,6 +13,7 @@ from spinekit.errors import InputError
 from spinekit.io import Volume, check_finite, check_geometry, resample_like
 from spinekit.segment import qc
 from spinekit.segment.backends import Progress, SegmentationResult, get_backend
+from spinekit.segment.column import clean_columns
 from spinekit.segment.inference import predict, to_network_grid
 from spinekit.segment.instances import assign_instances, split_muscle_sides
 from spinekit.segment.networks import load_model
@@ -82,7 +83,9 @@ class SpinekitBackend:
             mean_conf, low = qc.confidence_flag(prediction.confidence, prediction.labels)
             result.qc[f"{task}_mean_confidence"] = mean_conf
             if task == "spine":
-                instances = assign_instances(prediction.labels)
+                hounsfield = grids[config.spacing_mm] if modality == "ct" else None
+                semantic = clean_columns(prediction.labels, hounsfield)
+                instances = assign_instances(semantic)
                 plausible = [
                     v for v, vol in instances.volumes_mm3.items()
                     if v != 26 and qc.VERTEBRA_VOLUME_MM3[0] <= vol <= qc.VERTEBRA_VOLUME_MM3[1]
@@ -90,7 +93,7 @@ class SpinekitBackend:
                 ]  # fmt: skip
                 vertebrae = [v for v in instances.volumes_mm3 if v != 26]
                 share = len(plausible) / max(len(vertebrae), 1)
-                bone = int((prediction.labels.array == 1).sum())
+                bone = int((semantic.array == 1).sum())
                 in_vertebrae = int(np.isin(instances.spine.array, plausible).sum()) / max(bone, 1)
                 spine_found = (
                     len(plausible) >= MIN_VERTEBRAE

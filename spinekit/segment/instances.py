@@ -41,6 +41,10 @@ SACRUM_CONTACT_MM = 20.0
 #: (spinous process tips reach ~70 mm behind the disc centre in lumbar vertebrae) is not vertebra.
 CHAIN_STEP_MM = (12.0, 60.0)
 MAX_BONE_FROM_DISC_MM = 80.0
+#: Vertebral height changes slowly along the column (Gilad & Nissan 1986: lumbar bodies 25-30 mm, neighbours within
+#: ~15 %), so a disc closer than 0.6 x the chain's median spacing to its neighbour is spurious (an S1/S2 remnant, a
+#: split disc): the smaller of the pair goes.
+MIN_RELATIVE_STEP = 0.6
 #: Most components considered per class: 23 discs and 26 vertebrae exist; more is noise (bounds run time).
 MAX_COMPONENTS = 30
 
@@ -90,7 +94,8 @@ def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
     """Discs that form one spinal column, cranial first: grown from the largest disc one neighbour at a time.
 
     Each step goes to the nearest disc centroid 12-60 mm away on the cranial (or caudal) side; components that do
-    not join the chain (bowel gas, vessels mistaken for disc) are dropped.
+    not join the chain (bowel gas, vessels mistaken for disc) are dropped, and so is the smaller of two discs much
+    closer together than the chain's median spacing (``MIN_RELATIVE_STEP``).
     """
     if len(discs) < 2:
         return discs
@@ -110,6 +115,12 @@ def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
             current = int(np.flatnonzero(ok)[np.argmin(distance[ok])])
             chain.append(current)
     chain.sort(key=lambda i: -centres[i, 2])
+    while len(chain) >= 3:  # a disc far closer to its neighbour than the chain's typical spacing is spurious
+        steps = np.linalg.norm(np.diff(centres[chain], axis=0), axis=1)
+        close = int(np.argmin(steps))
+        if steps[close] >= MIN_RELATIVE_STEP * np.median(steps):
+            break
+        chain.pop(close if sizes[chain[close]] < sizes[chain[close + 1]] else close + 1)
     return [discs[i] for i in chain]
 
 

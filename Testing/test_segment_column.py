@@ -1,0 +1,93 @@
+"""Tests of the anatomical clean-up of the spine network's classes (spinekit.segment.column) and the disc chain."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spinekit.io import Volume, read_labels, read_volume
+from spinekit.segment import column
+from spinekit.segment.instances import assign_instances
+
+SPACING = 3.0
+
+
+def column_map() -> np.ndarray:
+    """LPS network-grid semantic map (k = superior, j = posterior, i = left) of a column: sacrum, 5 discs/vertebrae.
+
+    Bodies 27 mm high, discs 9 mm, 48 mm wide; canal 12 mm wide behind the bodies; axis at i = 30 (x = 90 mm).
+    """
+    array = np.zeros((80, 40, 60), np.uint8)
+    array[2:16, 8:22, 18:42] = column.SACRUM
+    k = 16
+    for _ in range(5):
+        array[k : k + 3, 8:20, 22:38] = column.DISC
+        k += 3
+        array[k : k + 9, 8:20, 22:38] = column.VERTEBRA
+        array[k : k + 9, 24:30, 28:32] = column.VERTEBRA
+        k += 9
+    array[2:k, 20:24, 28:32] = column.CANAL
+    return array
+
+
+def test_column_rules_remove_pelvis_bowel_and_cranial_sacrum():
+    clean = column_map()
+    dirty = clean.copy()
+    dirty[4:14, 8:22, 0:18] = column.SACRUM  # iliac wing touching the sacrum, 37-88 mm off-axis
+    dirty[50:53, 10:14, 38:60] = column.VERTEBRA  # rib on a vertebra, 26-88 mm off-axis
+    dirty[40:46, 0:4, 5:10] = column.VERTEBRA  # bowel blob, not connected
+    dirty[60:63, 8:20, 22:38][dirty[60:63, 8:20, 22:38] == column.VERTEBRA] = column.SACRUM  # sacrum high up
+    dirty[30:40, 22:26, 8:12] = column.CANAL  # canal branch 60 mm lateral, not connected
+    volume = Volume(dirty, (SPACING,) * 3)
+
+    cleaned = column.clean_columns(volume).array
+
+    assert np.abs(column.column_axis_x(volume, dirty) - 90.0).max() < 3.5
+    assert not cleaned[:, :, :9].any()  # wing beyond the 62 mm sacrum half-width and bowel gone
+    assert not cleaned[:, :, 47:].any()  # rib beyond the 50 mm vertebra half-width gone
+    assert (cleaned[50:53, 10:14, 38:47] == column.VERTEBRA).all()  # transverse-process range kept
+    assert (cleaned[60:63] == column.SACRUM).sum() == 0  # cranial sacrum is vertebra
+    assert (cleaned == column.VERTEBRA).sum() >= (clean == column.VERTEBRA).sum()
+    assert (cleaned == column.SACRUM).sum() >= (clean == column.SACRUM).sum()
+
+
+def test_hounsfield_rules_drop_soft_tissue_and_add_missed_cortex():
+    clean = column_map()
+    hu = np.where(np.isin(clean, (column.VERTEBRA, column.SACRUM)), 250.0, 40.0)
+    semantic = clean.copy()
+    semantic[43:52, 8:20, 22:24] = 0  # network missed a 6 mm dense edge of L3
+    semantic[50:52, 2:6, 26:34] = column.VERTEBRA  # fat 6 mm in front of a body, read as bone
+    hu[50:52, 2:6, 26:34] = -90.0
+    grid = Volume(semantic, (SPACING,) * 3)
+
+    cleaned = column.clean_columns(grid, grid.with_array(hu)).array
+
+    assert (cleaned[43:52, 8:20, 22:24] == column.VERTEBRA).all()
+    assert not cleaned[50:52, 2:6, 26:34].any()
+
+
+def test_spurious_close_disc_is_dropped_from_the_chain():
+    semantic = column_map()
+    semantic[12:13, 10:18, 26:34] = column.DISC  # small "disc" in the sacrum 15 mm below L5-S1 (S1-S2 remnant)
+    result = assign_instances(Volume(semantic, (SPACING,) * 3))
+    assert result.levels_known
+    assert result.levels == [20, 21, 22, 23, 24, 26]  # L1-L5 + sacrum, not shifted by one
+
+
+def test_real_ct_pipeline_identifies_every_lumbar_level(shared_data):
+    """The shipped network + clean-up on a real CT (image held out of training): levels and Dice (TS labels)."""
+    from spinekit.label_import import convert_labels
+    from spinekit.segment.api import segment_image
+
+    folder = shared_data / "ct_lumbar_3mm"
+    result = segment_image(read_volume(folder / "ct.nii.gz"), ("spine",))
+    truth = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator").spine.array
+    predicted = result.spine.array
+    assert result.qc["levels_known"]
+    for level in range(20, 25):  # L1-L5: the best-overlapping predicted label is the true level
+        values, counts = np.unique(predicted[truth == level], return_counts=True)
+        keep = values > 0
+        assert values[keep][np.argmax(counts[keep])] == level
+    is_bone = (predicted >= 1) & (predicted <= 25)
+    truth_bone = (truth >= 1) & (truth <= 25)
+    dice = 2 * (is_bone & truth_bone).sum() / (is_bone.sum() + truth_bone.sum())
+    assert dice > 0.7

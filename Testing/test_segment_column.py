@@ -65,6 +65,23 @@ def test_hounsfield_rules_drop_soft_tissue_and_add_missed_cortex():
     assert not cleaned[50:52, 2:6, 26:34].any()
 
 
+def test_thin_network_discs_grow_over_the_disc_space_only():
+    truth = column_map()
+    hu = np.select([np.isin(truth, (column.VERTEBRA, column.SACRUM)), truth == column.DISC], [250.0, 90.0], -90.0)
+    hu[:, 8:20, 38:44] = 60.0  # psoas-like soft tissue beside the column, not between bodies
+    semantic = truth.copy()
+    for k in (16, 28, 40, 52, 64):  # the network found only the middle slice of each 3-slice disc
+        semantic[k, 8:20, 22:38] = 0
+        semantic[k + 2, 8:20, 22:38] = 0
+    grid = Volume(semantic, (SPACING,) * 3)
+
+    cleaned = column.clean_columns(grid, grid.with_array(hu)).array
+
+    recovered = (cleaned == column.DISC) & (truth == column.DISC)
+    assert recovered.sum() / (truth == column.DISC).sum() > 0.95
+    assert not (cleaned[:, :, 38:44] == column.DISC).any()
+
+
 def test_spurious_close_disc_is_dropped_from_the_chain():
     semantic = column_map()
     semantic[12:13, 10:18, 26:34] = column.DISC  # small "disc" in the sacrum 15 mm below L5-S1 (S1-S2 remnant)

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from spinekit.io import Volume
+from spinekit.segment.instances import MIN_DISC_MM3, components, disc_chain
 
 VERTEBRA, SACRUM, DISC, CANAL = 1, 2, 3, 4
 #: Half-widths (mm, left-right from the column axis) of vertebrae and sacrum; see the module docstring.
@@ -29,8 +30,13 @@ VERTEBRA_HALF_WIDTH_MM = 50.0
 SACRUM_HALF_WIDTH_MM = 62.0
 #: Lumbar discs are 45-55 mm wide (Zhou et al. 2000, Eur Spine J 9:242): disc voxels over 35 mm off-axis are not disc.
 DISC_HALF_WIDTH_MM = 35.0
-#: Disc components smaller than this (mm^3) are noise when finding the lowest disc (``instances.MIN_DISC_MM3``).
-MIN_DISC_MM3 = 300.0
+#: Discs on CT: soft tissue of 55-125 HU (5th-95th percentile in the reference CT), widened for partial volume at the
+#: endplates; lumbar discs are 8-12 mm high (Zhou et al. 2000) and their bodies ~45-50 mm wide (Panjabi 1992).
+DISC_HU = (0.0, 220.0)
+DISC_HALF_HEIGHT_MM = 7.0
+DISC_RADIUS_MM = 28.0
+#: A disc voxel has bone within this distance (mm) above and below it along the disc normal.
+SANDWICH_MM = 12.0
 #: Canal voxels within this distance (mm) of the previous slice's centre belong to the canal: the lumbar canal is
 #: 15-25 mm wide (Panjabi et al. 1992), so a 10 mm radius holds it and excludes a branch beside it.
 CANAL_RADIUS_MM = 10.0
@@ -102,13 +108,11 @@ def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
     classes[(classes == VERTEBRA) & (lateral > VERTEBRA_HALF_WIDTH_MM)] = 0
     classes[(classes == SACRUM) & (lateral > SACRUM_HALF_WIDTH_MM)] = 0
     classes[(classes == DISC) & (lateral > DISC_HALF_WIDTH_MM)] = 0
-    disc_parts, n_discs = ndimage.label(classes == DISC)
-    sizes = ndimage.sum_labels(classes == DISC, disc_parts, range(1, n_discs + 1)) * semantic.voxel_volume_mm3
-    real = [i + 1 for i in range(n_discs) if sizes[i] >= MIN_DISC_MM3]
-    if real:  # sacrum above the top of the lowest disc is a mislabelled vertebra
-        centres = ndimage.center_of_mass(classes == DISC, disc_parts, real)
-        lowest = real[int(np.argmin([c[0] for c in centres]))]
-        top = np.flatnonzero((disc_parts == lowest).any(axis=(1, 2))).max()
+    discs = disc_chain(semantic, components(classes == DISC, semantic.voxel_volume_mm3, MIN_DISC_MM3))
+    on_chain = np.any(discs, axis=0) if discs else np.zeros(classes.shape, dtype=bool)
+    classes[(classes == DISC) & ~on_chain] = 0  # noise and discs off the column's chain
+    if discs:  # sacrum above the top of the lowest disc is a mislabelled vertebra
+        top = np.flatnonzero(discs[-1].any(axis=(1, 2))).max()
         classes[(classes == SACRUM) & (np.arange(classes.shape[0])[:, None, None] > top)] = VERTEBRA
     if hounsfield is not None:
         hu = ndimage.gaussian_filter(hounsfield.array.astype(np.float32), 0.5)
@@ -120,4 +124,46 @@ def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
         nearest = ndimage.distance_transform_edt(~np.isin(classes, (VERTEBRA, SACRUM)), return_indices=True)[1]
         classes[grow] = classes[tuple(index[grow] for index in nearest)]
         classes[~largest_column(classes)] = 0
+        grow_discs(classes, hu, semantic.spacing[0])
     return semantic.with_array(classes)
+
+
+def grow_discs(classes: np.ndarray, hu: np.ndarray, spacing_mm: float) -> None:
+    """Extend each network disc (in place) over the soft tissue sandwiched between the bodies above and below it.
+
+    A voxel joins a disc when it is unlabelled, of disc density (``DISC_HU``), within ``DISC_HALF_HEIGHT_MM`` of the
+    disc's plane (PCA of its voxels) and ``DISC_RADIUS_MM`` of its centre, and bone lies within ``SANDWICH_MM``
+    along the plane normal on both sides; only growth connected to the network's disc is kept.
+    """
+    parts, n = ndimage.label(classes == DISC)
+    bone = np.isin(classes, (VERTEBRA, SACRUM))
+    steps = np.arange(1, int(SANDWICH_MM / spacing_mm) + 1)
+    for label in range(1, n + 1):
+        idx = np.argwhere(parts == label)
+        if len(idx) * spacing_mm**3 < MIN_DISC_MM3:
+            continue
+        centre = idx.mean(axis=0)
+        normal = np.linalg.svd(idx - centre, full_matrices=False)[2][-1]
+        lo = np.maximum(np.floor(centre - DISC_RADIUS_MM / spacing_mm).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + DISC_RADIUS_MM / spacing_mm).astype(int) + 1, classes.shape)
+        box = np.argwhere(np.ones(hi - lo, dtype=bool)) + lo
+        offset = (box - centre) * spacing_mm
+        height = offset @ normal
+        radial = np.linalg.norm(offset - height[:, None] * normal, axis=1)
+        density = hu[tuple(box.T)]
+        ok = (classes[tuple(box.T)] == 0) & (np.abs(height) <= DISC_HALF_HEIGHT_MM) & (radial <= DISC_RADIUS_MM)
+        ok &= (density >= DISC_HU[0]) & (density <= DISC_HU[1])
+        box = box[ok]
+        sandwiched = np.ones(len(box), dtype=bool)
+        for sign in (1.0, -1.0):
+            hit = np.zeros(len(box), dtype=bool)
+            for step in steps:
+                probe = np.rint(box + sign * step * normal).astype(int)
+                inside = np.all((probe >= 0) & (probe < classes.shape), axis=1)
+                hit[inside] |= bone[tuple(probe[inside].T)]
+            sandwiched &= hit
+        candidate = parts == label
+        candidate[tuple(box[sandwiched].T)] = True
+        grown, _ = ndimage.label(candidate)
+        keep = np.isin(grown, np.unique(grown[parts == label]))
+        classes[keep & (classes == 0)] = DISC

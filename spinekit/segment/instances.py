@@ -65,7 +65,7 @@ def _coords_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return volume.index_to_lps(idx[:, ::-1].astype(float)) if len(idx) else np.zeros((0, 3))
 
 
-def _components(
+def components(
     mask: np.ndarray, voxel_mm3: float, min_mm3: float, max_count: int = MAX_COMPONENTS
 ) -> list[np.ndarray]:
     """Connected components over ``min_mm3``, the ``max_count`` largest (a spine has at most 26 discs)."""
@@ -128,7 +128,7 @@ def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -
     """Bone mask to per-vertebra masks, cranial first (discs given cranial first)."""
     if not discs:
         eroded = ndimage.binary_erosion(bone, iterations=1)
-        seeds = _components(eroded, volume.voxel_volume_mm3, MIN_VERTEBRA_MM3 / 4)
+        seeds = components(eroded, volume.voxel_volume_mm3, MIN_VERTEBRA_MM3 / 4)
         if not seeds:
             return []
         markers = np.zeros(bone.shape, dtype=np.int32)
@@ -162,13 +162,13 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     """Our labels (vertebrae with levels or unknown numbers, discs, canal) from a semantic class map."""
     array = semantic.array
     voxel = semantic.voxel_volume_mm3
-    discs = _components(array == DISC, voxel, MIN_DISC_MM3)
+    discs = components(array == DISC, voxel, MIN_DISC_MM3)
     discs.sort(key=lambda m: -_coords_mm(semantic, m)[:, 2].mean())
     chain = disc_chain(semantic, discs)
     if len(chain) < len(discs):
         log.info("%d disc components off the spinal chain dropped", len(discs) - len(chain))
     discs = chain
-    sacrum_parts = _components(array == SACRUM_CLASS, voxel, MIN_SACRUM_MM3)
+    sacrum_parts = components(array == SACRUM_CLASS, voxel, MIN_SACRUM_MM3)
     sacrum = max(sacrum_parts, key=lambda m: m.sum()) if sacrum_parts else None
     bone = array == VERTEBRA
     parts = split_vertebrae(semantic, bone, discs)

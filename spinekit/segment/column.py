@@ -45,7 +45,12 @@ MIN_BONE_HU = 0.0
 #: Voxels at or above this (HU) next to the column are bone the network missed (cortex and dense trabeculae).
 BONE_GROW_HU = 150.0
 #: Growth of missed bone stays within this distance (mm) of the network's bone.
-BONE_GROW_MM = 6.0
+BONE_GROW_MM = 15.0
+#: Soft voxels enclosed by bone on an axial slice are marrow when above this (HU): fatty marrow of the elderly is
+#: 30-100 HU at 3 mm, the canal's CSF and epidural fat below it.
+MARROW_HU = 40.0
+#: Gaps in the thin cortex at 3 mm (voxels, axial closing) bridged before marrow is filled.
+MARROW_CLOSING = 2
 
 
 def largest_column(classes: np.ndarray) -> np.ndarray:
@@ -119,8 +124,12 @@ def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
         bone = np.isin(classes, (VERTEBRA, SACRUM))
         classes[bone & (hu < MIN_BONE_HU)] = 0
         reach = int(round(BONE_GROW_MM / min(semantic.spacing)))
-        near = ndimage.binary_dilation(np.isin(classes, (VERTEBRA, SACRUM)), iterations=max(reach, 1))
-        grow = near & (classes == 0) & (hu >= BONE_GROW_HU) & (lateral <= VERTEBRA_HALF_WIDTH_MM)
+        bone = np.isin(classes, (VERTEBRA, SACRUM))
+        dense = (classes == 0) & (hu >= BONE_GROW_HU) & (lateral <= VERTEBRA_HALF_WIDTH_MM)
+        grown = ndimage.binary_dilation(bone, iterations=max(reach, 1), mask=dense | bone)  # geodesic: dense only
+        closed = [ndimage.binary_closing(axial, iterations=MARROW_CLOSING, border_value=0) for axial in grown]
+        enclosed = np.stack([ndimage.binary_fill_holes(axial) for axial in closed])
+        grow = (grown & ~bone) | (enclosed & ~grown & (classes == 0) & (hu >= MARROW_HU))
         nearest = ndimage.distance_transform_edt(~np.isin(classes, (VERTEBRA, SACRUM)), return_indices=True)[1]
         classes[grow] = classes[tuple(index[grow] for index in nearest)]
         classes[~largest_column(classes)] = 0

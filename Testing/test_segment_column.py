@@ -108,3 +108,15 @@ def test_real_ct_pipeline_identifies_every_lumbar_level(shared_data):
     truth_bone = (truth >= 1) & (truth <= 25)
     dice = 2 * (is_bone & truth_bone).sum() / (is_bone.sum() + truth_bone.sum())
     assert dice > 0.7
+
+
+def test_sacrum_read_as_vertebra_is_inferred_from_its_length():
+    semantic = column_map()
+    semantic[semantic == column.SACRUM] = column.VERTEBRA  # network called the sacrum (42 mm here) "vertebra"
+    semantic[0:2, 8:22, 18:42] = column.VERTEBRA  # 48 mm in all
+    assert not assign_instances(Volume(semantic, (SPACING,) * 3)).levels_known  # below 50 mm: still unknown
+    longer = np.concatenate([np.zeros_like(semantic[:4]), semantic])
+    longer[0:6, 8:22, 18:42] = column.VERTEBRA  # 60 mm of bone below the lowest disc, no disc in it
+    result = assign_instances(Volume(longer, (SPACING,) * 3))
+    assert result.levels_known and result.levels == [20, 21, 22, 23, 24, 26]
+    assert "sacrum_inferred" in [f["flag"] for f in result.flags]

@@ -34,6 +34,9 @@ UNKNOWN_DISC_OFFSET = lb.UNKNOWN_DISC_OFFSET
 MIN_DISC_MM3 = 300.0
 MIN_VERTEBRA_MM3 = 1500.0
 MIN_SACRUM_MM3 = 5000.0
+#: Bone running this far (mm, cranio-caudal) below the lowest disc without another disc is the sacrum: a vertebral
+#: body is 25-35 mm high (Gilad & Nissan 1986) and the sacrum 100-110 mm long (Standring 2020, Gray's Anatomy).
+SACRUM_MIN_LENGTH_MM = 50.0
 #: The lowest disc "sits on the sacrum" when the sacrum comes within this distance (mm) of the disc centroid.
 SACRUM_CONTACT_MM = 20.0
 #: Neighbouring disc centroids lie one body + disc height apart: about 20 mm (cervical) to 40 mm (lumbar) in adults
@@ -158,6 +161,12 @@ def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -
     return parts
 
 
+def _sacrum_length_mm(volume: Volume, bone: np.ndarray) -> float:
+    """Cranio-caudal extent (mm, LPS z) of ``bone``, zero when empty."""
+    points = _coords_mm(volume, bone)
+    return float(np.ptp(points[:, 2])) if len(points) else 0.0
+
+
 def assign_instances(semantic: Volume) -> InstanceResult:
     """Our labels (vertebrae with levels or unknown numbers, discs, canal) from a semantic class map."""
     array = semantic.array
@@ -176,6 +185,11 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     out = np.zeros(array.shape, dtype=np.int16)
     out[array == CANAL_CLASS] = lb.CANAL
 
+    if sacrum is None and discs and _sacrum_length_mm(semantic, parts[-1]) >= SACRUM_MIN_LENGTH_MM:
+        sacrum = parts[-1]  # no vertebra is this long below its disc: the network called the sacrum "vertebra"
+        flags.append(
+            {"flag": "sacrum_inferred", "detail": "bone below the lowest disc is too long for a vertebra: sacrum"}
+        )
     # Bone below the lowest disc on top of a detected sacrum is sacrum (misclassified ala or S1 body).
     anchored = False
     if sacrum is not None and discs:

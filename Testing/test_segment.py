@@ -12,7 +12,7 @@ from spinekit import labels as lb
 from spinekit.errors import InputError
 from spinekit.io import Volume, read_labels, read_volume, write_labels, write_volume
 from spinekit.segment import qc
-from spinekit.segment.instances import UNKNOWN_VERTEBRA_OFFSET, assign_instances, split_muscle_sides
+from spinekit.segment.instances import UNKNOWN_VERTEBRA_OFFSET, assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import build_network, load_model, task_config
 from spinekit.segment.synthesis import SynthesisSettings, synthesize_image
 
@@ -388,3 +388,19 @@ def test_rod_shaped_bone_is_not_a_vertebra():
     assert not qc.vertebra_shaped(Volume(rod.astype(np.uint8), (2.0,) * 3), rod)
     assert qc.vertebra_shaped(Volume(block.astype(np.uint8), (2.0,) * 3), block)
     assert qc.principal_extents_mm(Volume(rod.astype(np.uint8), (2.0,) * 3), rod)[0] == pytest.approx(98.0)
+
+
+def test_muscle_midline_follows_the_back_muscles_per_slice():
+    """A scoliotic pair of back muscles: the midline moves with them, so the sides stay right on every slice."""
+    classes = np.zeros((3, 4, 30), np.uint8)
+    for k, shift in enumerate((0, 6, 12)):
+        classes[k, 2:, 5 + shift : 8 + shift] = 4  # erector spinae right of the midline (low x)
+        classes[k, 2:, 12 + shift : 15 + shift] = 4  # left
+        classes[k, 0, 20] = 1  # a psoas voxel far left of the true midline must not move it
+    volume = Volume(classes, (2.0, 2.0, 2.0))
+    midline = muscle_midline_x(volume)
+    assert np.allclose(midline, [19.0, 31.0, 43.0])
+    sides = split_muscle_sides(volume, midline).array
+    for k, shift in enumerate((0, 6, 12)):
+        assert set(np.unique(sides[k, 2:, 5 + shift : 8 + shift])) == {lb.muscle_label("erector_spinae", "right")}
+        assert set(np.unique(sides[k, 2:, 12 + shift : 15 + shift])) == {lb.muscle_label("erector_spinae", "left")}

@@ -15,7 +15,7 @@ from spinekit.segment import qc
 from spinekit.segment.backends import Progress, SegmentationResult, get_backend
 from spinekit.segment.column import clean_columns
 from spinekit.segment.inference import predict, to_network_grid
-from spinekit.segment.instances import assign_instances, split_muscle_sides
+from spinekit.segment.instances import assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import load_model
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ class SpinekitBackend:
         flags = result.qc["flags"]
         grids: dict[float, Volume] = {}
         spine_found = None
-        midline_x = None
         for n, task in enumerate(t for t in TARGETS if t in targets):
             if progress:
                 progress(n / len(targets), f"segmenting {task}")
@@ -106,8 +105,6 @@ class SpinekitBackend:
                 if spine_found:
                     flags.extend(instances.flags)
                     flags.extend(qc.spine_flags(spine, instances.levels, instances.levels_known))
-                    idx = np.argwhere((spine.array > 0) & (spine.array != 60))
-                    midline_x = float(np.median(spine.index_to_lps(idx[:, ::-1].astype(float))[:, 0]))
                 else:
                     detail = (
                         f"{len(plausible)} of {len(vertebrae)} vertebra instances plausible, holding "
@@ -122,16 +119,13 @@ class SpinekitBackend:
                 result.spine = resample_like(spine, image, is_label=True)
             else:
                 classes = prediction.labels
-                if midline_x is None:
-                    roi_centre = [(s.start + s.stop - 1) / 2 for s in prediction.roi][::-1]
-                    midline_x = float(classes.index_to_lps(np.asarray(roi_centre, dtype=float))[0])
                 empty = spine_found is False or low is not None or not (classes.array > 0).any()
                 if empty:
                     reason = "no spine found" if spine_found is False else "low confidence or nothing found"
                     flags.append(qc.flag("no_muscles_found", f"{reason}; muscle result emptied"))
                     muscles = classes.with_array(np.zeros(classes.array.shape, np.int16))
                 else:
-                    muscles = _postprocess(split_muscle_sides(classes, midline_x))
+                    muscles = _postprocess(split_muscle_sides(classes, muscle_midline_x(classes)))
                     flags.extend(qc.muscle_flags(muscles))
                 result.muscles = resample_like(muscles, image, is_label=True)
             result.timings[f"{task}_s"] = time.perf_counter() - start

@@ -48,6 +48,8 @@ MAX_BONE_FROM_DISC_MM = 80.0
 #: ~15 %), so a disc closer than 0.6 x the chain's median spacing to its neighbour is spurious (an S1/S2 remnant, a
 #: split disc): the smaller of the pair goes.
 MIN_RELATIVE_STEP = 0.6
+#: Muscle network classes of the paired back muscles (networks.MUSCLE_CLASSES: 3 multifidus, 4 erector spinae).
+BACK_MUSCLE_CLASSES = (3, 4)
 #: Most components considered per class: 23 discs and 26 vertebrae exist; more is noise (bounds run time).
 MAX_COMPONENTS = 30
 
@@ -247,12 +249,38 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     return InstanceResult(semantic.with_array(out), levels, anchored, flags, volumes)
 
 
-def split_muscle_sides(classes: Volume, midline_x_mm: float) -> Volume:
-    """Side-agnostic muscle classes (1 psoas ... 4 erector spinae) to our L/R labels by position (LPS +x = left)."""
+def muscle_midline_x(classes: Volume) -> np.ndarray:
+    """Left-right midline (mm, LPS x) per axial slice from the muscles themselves, interpolated between slices.
+
+    The paired back muscles (multifidus, erector spinae) flank the spinous processes symmetrically (Standring 2020),
+    so their centre on a slice is the midline, whatever the spine network found; slices without them use all
+    muscles, and slices without any muscle take the nearest slice's value. ``classes`` is on an axis-aligned LPS grid
+    (array axis 0 = inferior-superior), as the network grid is.
+    """
+    array = classes.array
+    x_mm = classes.origin[0] + classes.spacing[0] * np.arange(array.shape[2])
+    centres = np.full(array.shape[0], np.nan)
+    for mask in (np.isin(array, BACK_MUSCLE_CLASSES), array > 0):
+        count = mask.sum(axis=1)  # (k, i)
+        todo = np.isnan(centres) & (count.sum(axis=1) > 0)
+        centres[todo] = (count[todo] * x_mm).sum(axis=1) / count[todo].sum(axis=1)
+    seen = np.flatnonzero(~np.isnan(centres))
+    if not len(seen):
+        return np.full(array.shape[0], float(x_mm.mean()))
+    return np.interp(np.arange(array.shape[0]), seen, centres[seen])
+
+
+def split_muscle_sides(classes: Volume, midline_x_mm: float | np.ndarray) -> Volume:
+    """Side-agnostic muscle classes (1 psoas ... 4 erector spinae) to our L/R labels by position (LPS +x = left).
+
+    ``midline_x_mm`` is one value or one per axial slice (array axis 0, ``muscle_midline_x``).
+    """
     idx = np.argwhere(classes.array > 0)
     out = np.zeros(classes.array.shape, dtype=np.int16)
     if len(idx):
         x = classes.index_to_lps(idx[:, ::-1].astype(float))[:, 0]
+        midline = np.asarray(midline_x_mm, dtype=float)
+        midline = midline[idx[:, 0]] if midline.ndim else midline
         c = classes.array[tuple(idx.T)].astype(np.int16)
-        out[tuple(idx.T)] = np.where(x > midline_x_mm, 2 * c - 1, 2 * c)
+        out[tuple(idx.T)] = np.where(x > midline, 2 * c - 1, 2 * c)
     return classes.with_array(out)

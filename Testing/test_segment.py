@@ -404,3 +404,14 @@ def test_muscle_midline_follows_the_back_muscles_per_slice():
     for k, shift in enumerate((0, 6, 12)):
         assert set(np.unique(sides[k, 2:, 5 + shift : 8 + shift])) == {lb.muscle_label("erector_spinae", "right")}
         assert set(np.unique(sides[k, 2:, 12 + shift : 15 + shift])) == {lb.muscle_label("erector_spinae", "left")}
+
+
+def test_muscles_without_spine_need_confidence_and_paired_back_muscles():
+    muscles = np.zeros((10, 20, 40), np.int16)  # 3 mm voxels: 0.027 cm3 each
+    muscles[:, 5:15, 5:15] = lb.muscle_label("erector_spinae", "right")  # 1000 voxels = 27 cm3
+    muscles[:, 5:15, 25:35] = lb.muscle_label("erector_spinae", "left")
+    volume = Volume(muscles, (3.0,) * 3)
+    assert qc.muscles_implausible_without_spine(volume, 0.9) is None
+    assert "confidence" in qc.muscles_implausible_without_spine(volume, 0.75)
+    one_sided = volume.with_array(np.where(muscles == lb.muscle_label("erector_spinae", "left"), 0, muscles))
+    assert "not paired" in qc.muscles_implausible_without_spine(one_sided, 0.9)

@@ -119,13 +119,18 @@ class SpinekitBackend:
                 result.spine = resample_like(spine, image, is_label=True)
             else:
                 classes = prediction.labels
-                empty = spine_found is False or low is not None or not (classes.array > 0).any()
-                if empty:
-                    reason = "no spine found" if spine_found is False else "low confidence or nothing found"
+                muscles = _postprocess(split_muscle_sides(classes, muscle_midline_x(classes)))
+                reason = None
+                if low is not None or not (classes.array > 0).any():
+                    reason = "low confidence or nothing found"
+                elif spine_found is False:
+                    reason = qc.muscles_implausible_without_spine(muscles, mean_conf)
+                    if reason is None:
+                        flags.append(qc.flag("muscles_without_spine", "no spine found; paired back muscles kept"))
+                if reason:
                     flags.append(qc.flag("no_muscles_found", f"{reason}; muscle result emptied"))
-                    muscles = classes.with_array(np.zeros(classes.array.shape, np.int16))
+                    muscles = muscles.with_array(np.zeros(muscles.array.shape, np.int16))
                 else:
-                    muscles = _postprocess(split_muscle_sides(classes, muscle_midline_x(classes)))
                     flags.extend(qc.muscle_flags(muscles))
                 result.muscles = resample_like(muscles, image, is_label=True)
             result.timings[f"{task}_s"] = time.perf_counter() - start

@@ -415,3 +415,13 @@ def test_muscles_without_spine_need_confidence_and_paired_back_muscles():
     assert "confidence" in qc.muscles_implausible_without_spine(volume, 0.75)
     one_sided = volume.with_array(np.where(muscles == lb.muscle_label("erector_spinae", "left"), 0, muscles))
     assert "not paired" in qc.muscles_implausible_without_spine(one_sided, 0.9)
+
+
+def test_noise_is_told_apart_from_anatomy():
+    rng = np.random.default_rng(3)
+    noise = Volume(rng.normal(0, 1, (40, 40, 40)).astype(np.float32), (1.5,) * 3)
+    assert "noise" in qc.noise_only(noise)
+    from spinekit.phantom import PhantomConfig, make_phantom
+
+    phantom = make_phantom(PhantomConfig(modality="t2", levels="L3-L5", spacing=(2.0, 2.0, 4.0))).image
+    assert qc.noise_only(phantom) is None

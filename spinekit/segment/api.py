@@ -137,6 +137,19 @@ class SpinekitBackend:
         return result
 
 
+def _empty_result(image: Volume, targets: Sequence[str], reason: str) -> SegmentationResult:
+    """Empty label maps for ``targets`` on the image grid, flagged with ``reason``."""
+    empty = image.with_array(np.zeros(image.array.shape, np.int16))
+    result = SegmentationResult(qc={"flags": [], "levels": [], "levels_known": False})
+    if "spine" in targets:
+        result.spine = empty
+        result.qc["flags"].append(qc.flag("no_spine_found", reason))
+    if "muscles" in targets:
+        result.muscles = empty
+        result.qc["flags"].append(qc.flag("no_muscles_found", reason))
+    return result
+
+
 def segment_image(
     image: Volume,
     targets: Sequence[str] = TARGETS,
@@ -166,7 +179,12 @@ def segment_image(
     check_finite(image)
     start = time.perf_counter()
     resolved = guess_modality(image) if modality == "auto" else modality
-    result = get_backend(backend, **backend_options).segment(image, tuple(targets), resolved, device, progress)
+    engine = get_backend(backend, **backend_options)
+    noise = qc.noise_only(image)
+    if noise:
+        result = _empty_result(image, targets, noise)
+    else:
+        result = engine.segment(image, tuple(targets), resolved, device, progress)
     result.qc.setdefault("flags", [])
     result.qc["modality"] = resolved
     result.qc["backend"] = backend

@@ -28,6 +28,8 @@ MAX_VERTEBRA_EXTENT_MM = 130.0
 #: and width (Panjabi et al. 1992, Spine 17:299), so its longest principal extent is under 2x the second; a long-bone
 #: shaft cut into a "vertebra" (knee, femur) is rod-like (ratio > 2).
 MAX_VERTEBRA_ELONGATION = 2.0
+#: Lag-1 voxel autocorrelation below which an image is noise without anatomy (``noise_only``).
+MIN_NEIGHBOUR_CORRELATION = 0.3
 #: Mean network confidence (max softmax) over predicted foreground below which the result is not trusted.
 MIN_CONFIDENCE = 0.6
 #: Without a spine, muscles need this mean confidence: the muscle network measured 0.87-0.88 on the real lumbar CT and
@@ -131,6 +133,30 @@ def muscles_implausible_without_spine(muscles: Volume, mean_confidence: float) -
     right = float(np.isin(muscles.array, BACK_MUSCLES_RIGHT).sum() * voxel_cm3)
     if min(left, right) < MIN_BACK_MUSCLE_CM3 or max(left, right) > MAX_SIDE_RATIO * min(left, right):
         return f"no spine found and back muscles not paired (left {left:.0f} cm3, right {right:.0f} cm3)"
+    return None
+
+
+def noise_only(image: Volume) -> str | None:
+    """Why ``image`` holds no anatomy (uncorrelated noise), or None.
+
+    Anatomy is smooth on the scale of a voxel: neighbouring voxels of a CT or MRI correlate strongly (r > 0.5) along
+    at least one axis, while independent noise does not (r ~ 0). We measure the lag-1 autocorrelation along each
+    array axis on a central crop and call the image noise below ``MIN_NEIGHBOUR_CORRELATION`` on all three.
+    """
+    array = np.asarray(image.array, dtype=np.float64)
+    crop = tuple(slice(n // 4, max(n // 4 + 2, 3 * n // 4)) for n in array.shape)
+    block = array[crop]
+    correlations = []
+    for axis in range(3):
+        if block.shape[axis] < 2:
+            continue
+        a = np.moveaxis(block, axis, 0)
+        x, y = a[:-1].ravel(), a[1:].ravel()
+        if x.std() > 0 and y.std() > 0:
+            correlations.append(float(np.corrcoef(x, y)[0, 1]))
+    best = max(correlations, default=0.0)
+    if best < MIN_NEIGHBOUR_CORRELATION:
+        return f"neighbouring voxels do not correlate (best r = {best:.2f}): the image is blank or noise, not anatomy"
     return None
 
 

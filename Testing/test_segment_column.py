@@ -120,3 +120,14 @@ def test_sacrum_read_as_vertebra_is_inferred_from_its_length():
     result = assign_instances(Volume(longer, (SPACING,) * 3))
     assert result.levels_known and result.levels == [20, 21, 22, 23, 24, 26]
     assert "sacrum_inferred" in [f["flag"] for f in result.flags]
+
+
+def test_sacrum_with_its_top_missed_still_anchors_the_count():
+    semantic = column_map()
+    semantic[10:16][semantic[10:16] == column.SACRUM] = 0  # MRI: network missed the top 18 mm of S1
+    result = assign_instances(Volume(semantic, (SPACING,) * 3))  # sacrum 24 mm from the L5/S1 disc centre
+    assert result.levels_known and result.levels == [20, 21, 22, 23, 24, 26]
+    semantic[5:10][semantic[5:10] == column.SACRUM] = 0  # 39 mm: room for a missed vertebra, so no count
+    result = assign_instances(Volume(semantic, (SPACING,) * 3))
+    assert not result.levels_known
+    assert "sacrum_far_from_lowest_disc" in [f["flag"] for f in result.flags]

@@ -37,8 +37,10 @@ MIN_SACRUM_MM3 = 5000.0
 #: Bone running this far (mm, cranio-caudal) below the lowest disc without another disc is the sacrum: a vertebral
 #: body is 25-35 mm high (Gilad & Nissan 1986) and the sacrum 100-110 mm long (Standring 2020, Gray's Anatomy).
 SACRUM_MIN_LENGTH_MM = 50.0
-#: The lowest disc "sits on the sacrum" when the sacrum comes within this distance (mm) of the disc centroid.
-SACRUM_CONTACT_MM = 20.0
+#: The lowest disc "sits on the sacrum" when the sacrum comes within this distance (mm) of the disc centroid: a
+#: vertebra in between would put the sacrum at least half a disc + a body + a disc away (~4 + 25 + 8 mm in small
+#: adults; Gilad & Nissan 1986), so 30 mm leaves no room for one.
+SACRUM_CONTACT_MM = 30.0
 #: Neighbouring disc centroids lie one body + disc height apart: about 20 mm (cervical) to 40 mm (lumbar) in adults
 #: (Gilad & Nissan 1986, Spine 11:154); we accept 12-60 mm. Bone farther than 80 mm from every disc centroid
 #: (spinous process tips reach ~70 mm behind the disc centre in lumbar vertebrae) is not vertebra.

@@ -121,20 +121,26 @@ def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
         classes[(classes == SACRUM) & (np.arange(classes.shape[0])[:, None, None] > top)] = VERTEBRA
     if hounsfield is not None:
         hu = ndimage.gaussian_filter(hounsfield.array.astype(np.float32), 0.5)
-        bone = np.isin(classes, (VERTEBRA, SACRUM))
-        classes[bone & (hu < MIN_BONE_HU)] = 0
-        reach = int(round(BONE_GROW_MM / min(semantic.spacing)))
-        bone = np.isin(classes, (VERTEBRA, SACRUM))
-        dense = (classes == 0) & (hu >= BONE_GROW_HU) & (lateral <= VERTEBRA_HALF_WIDTH_MM)
-        grown = ndimage.binary_dilation(bone, iterations=max(reach, 1), mask=dense | bone)  # geodesic: dense only
-        closed = [ndimage.binary_closing(axial, iterations=MARROW_CLOSING, border_value=0) for axial in grown]
-        enclosed = np.stack([ndimage.binary_fill_holes(axial) for axial in closed])
-        grow = (grown & ~bone) | (enclosed & ~grown & (classes == 0) & (hu >= MARROW_HU))
-        nearest = ndimage.distance_transform_edt(~np.isin(classes, (VERTEBRA, SACRUM)), return_indices=True)[1]
-        classes[grow] = classes[tuple(index[grow] for index in nearest)]
+        classes[np.isin(classes, (VERTEBRA, SACRUM)) & (hu < MIN_BONE_HU)] = 0
+        grow_bone(classes, hu, lateral <= VERTEBRA_HALF_WIDTH_MM, min(semantic.spacing))
         classes[~largest_column(classes)] = 0
         grow_discs(classes, hu, semantic.spacing[0])
     return semantic.with_array(classes)
+
+
+def grow_bone(classes: np.ndarray, hu: np.ndarray, allowed: np.ndarray, spacing_mm: float) -> None:
+    """Add (in place) dense bone connected to the network's bone and marrow enclosed by cortex, with the nearest
+    bone class: geodesic growth over unlabelled voxels of at least ``BONE_GROW_HU`` inside ``allowed``, up to
+    ``BONE_GROW_MM``; then soft voxels of at least ``MARROW_HU`` enclosed by bone on an axial slice."""
+    bone = np.isin(classes, (VERTEBRA, SACRUM))
+    dense = (classes == 0) & (hu >= BONE_GROW_HU) & allowed
+    reach = max(int(round(BONE_GROW_MM / spacing_mm)), 1)
+    grown = ndimage.binary_dilation(bone, iterations=reach, mask=dense | bone)
+    closed = [ndimage.binary_closing(axial, iterations=MARROW_CLOSING, border_value=0) for axial in grown]
+    enclosed = np.stack([ndimage.binary_fill_holes(axial) for axial in closed])
+    grow = (grown & ~bone) | (enclosed & ~grown & (classes == 0) & (hu >= MARROW_HU))
+    nearest = ndimage.distance_transform_edt(~bone, return_indices=True)[1]
+    classes[grow] = classes[tuple(index[grow] for index in nearest)]
 
 
 def grow_discs(classes: np.ndarray, hu: np.ndarray, spacing_mm: float) -> None:

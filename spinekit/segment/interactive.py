@@ -50,7 +50,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,98 +62,9 @@ from spinekit.segment.clicks import Click, gaussian_click_map, robust_sigma
 from spinekit.segment.interactive_intensity import boundary_range, seed_range, structure_range
 from spinekit.segment.interactive_network import WindowNetwork
 from spinekit.segment.interactive_regions import cut_off_orphans, flood_region, neck_split
+from spinekit.segment.interactive_types import ClickResult, ClickWindow, InteractiveSettings, UndoEdit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InteractiveSettings:
-    """Sizes and thresholds of the click response (millimetres, physical space).
-
-    Attributes:
-        max_radius_mm: largest influence radius of a click; also bounds the window (a vertebra with its posterior
-            elements is about 50 x 80 x 35 mm, so a 45 mm radius covers most of it from any click).
-        base_radius_mm: influence radius of a positive click next to the mask (the length of a vertebral body or
-            of a muscle segment over one level, so one click repairs one level's worth of boundary).
-        radius_per_mm: growth of the radius per mm of distance between the click and the current mask.
-        new_radius_mm: radius of a click that creates a structure (about a vertebral body's half-width + cortex).
-        shell_mm: a positive click adds voxels at most this much farther from the mask than the click itself. The
-            simulated user clicks at the centre of the error region, so its distance to the mask is already about
-            the error's half-thickness; one voxel at 3 mm on top of it repairs the region without spreading over
-            the partial-volume band around intact boundaries (measured: 10 mm let one click on a 3 mm CT add the
-            adjacent discs, Dice 0.80 -> 0.76).
-        cortex_barrier: for vertebrae whose outer layer is brighter than their interior (a cortical shell), a
-            positive click only adds voxels that the marrow reaches without crossing the cortex, or that are at
-            least as bright as the marrow (see ``InteractiveSession._cortex_basin``).
-        smooth_mm: Gaussian sigma of optional pre-smoothing. Off by default: at 1-3 mm spacing it spreads bright
-            cortical bone (about 1000 HU) into the voxels around it, which then pass as bone.
-        percentiles: robust intensity range of a structure (percentiles of its current voxels).
-        seed_radius_mm: neighbourhood of a click used for its own intensity.
-        new_structure_k: half-width (robust SDs) of the intensity range of a structure created by a click, as
-            ITK's ConfidenceConnected multiplier (2.5 keeps 99 % of a Gaussian tissue).
-        network_veto: class probability below which the network removes a candidate voxel.
-        negative_k: robust SDs from the structure's median beyond which a click's intensity is "not this tissue".
-        negative_core: a negative click first removes voxels within this fraction of the way from the click's
-            intensity to the structure's, then the half-way band one voxel deep.
-        min_voxels: fewer structure voxels than this in the window and the structure counts as new.
-    """
-
-    max_radius_mm: float = 45.0
-    base_radius_mm: float = 30.0
-    radius_per_mm: float = 2.0
-    new_radius_mm: float = 20.0
-    shell_mm: float = 3.0
-    smooth_mm: float = 0.0
-    percentiles: tuple[float, float] = (2.0, 99.0)
-    seed_radius_mm: float = 3.0
-    new_structure_k: float = 2.5
-    network_veto: float = 0.05
-    negative_k: float = 3.0
-    negative_core: float = 0.25
-    min_voxels: int = 30
-    cortex_barrier: bool = True
-
-
-@dataclass
-class ClickResult:
-    """What one click did.
-
-    Attributes:
-        click: the click as recorded.
-        added: voxels that became ``structure``.
-        removed: voxels that became background.
-        seconds: wall time from the call to the updated mask.
-        window: index bounds (k, j, i slices) that may have changed.
-        note: why nothing changed, when nothing did.
-        used_network: whether the network contributed.
-    """
-
-    click: Click
-    added: int
-    removed: int
-    seconds: float
-    window: tuple[slice, slice, slice]
-    note: str = ""
-    used_network: bool = False
-
-
-@dataclass
-class _Edit:
-    """One undoable click: flat voxel indices with their values before and after (a sparse diff)."""
-
-    click: Click
-    index: np.ndarray
-    before: np.ndarray
-    after: np.ndarray
-
-
-@dataclass
-class _Window:
-    slices: tuple[slice, slice, slice]
-    centre: tuple[int, int, int]  # click voxel, window-relative (k, j, i)
-    distance_mm: np.ndarray  # physical distance of each window voxel from the click
-    radius: float  # influence radius of the click (mm)
-    gap: float  # distance (mm) from the click to the structure's nearest voxel (inf: not in reach)
 
 
 class InteractiveSession:
@@ -198,8 +108,8 @@ class InteractiveSession:
         self.settings = settings or InteractiveSettings()
         self._labels = np.array(array, copy=True)
         self._loaded_clicks: list[Click] = []
-        self._undo: list[_Edit] = []
-        self._redo: list[_Edit] = []
+        self._undo: list[UndoEdit] = []
+        self._redo: list[UndoEdit] = []
         self._network = None
         if model is not None:
             self._network = WindowNetwork.create(image, model, task, models_dir, device)
@@ -312,7 +222,7 @@ class InteractiveSession:
             index, before, after = np.zeros(0, np.int64), np.zeros(0, self._labels.dtype), np.zeros(0)
         else:
             self._labels.ravel()[index] = after
-        self._undo.append(_Edit(click, index, before, after.astype(self._labels.dtype)))
+        self._undo.append(UndoEdit(click, index, before, after.astype(self._labels.dtype)))
         self._redo.clear()
         added = int(np.count_nonzero(after)) if after.size else 0
         result = ClickResult(click, added, int(after.size) - added, time.perf_counter() - start, slices, note, used)
@@ -336,7 +246,7 @@ class InteractiveSession:
     def _spacing_kji(self) -> np.ndarray:
         return np.asarray(self.image.spacing[::-1], dtype=float)
 
-    def _window(self, voxel, structure: int, positive: bool) -> _Window:
+    def _window(self, voxel, structure: int, positive: bool) -> ClickWindow:
         """Cube around the click whose half-size is the click's influence radius (see :class:`InteractiveSettings`)."""
         s = self.settings
         spacing = self._spacing_kji()
@@ -360,7 +270,7 @@ class InteractiveSession:
         centre = tuple(int(v - a) for v, a in zip(voxel, lo, strict=True))
         grids = np.ogrid[tuple(slice(0, b - a) for a, b in zip(lo, hi, strict=True))]
         distance = np.sqrt(sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, centre, spacing, strict=True)))
-        return _Window(slices, centre, distance, radius, gap)
+        return ClickWindow(slices, centre, distance, radius, gap)
 
     def _smoothed(self, slices) -> np.ndarray:
         """Image in ``slices``, Gaussian-smoothed with context so the window edge is not biased."""
@@ -375,7 +285,7 @@ class InteractiveSession:
         smooth = ndimage.gaussian_filter(crop, sigma, truncate=3.0)
         return smooth[tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(slices, lo, strict=True))]
 
-    def _grow(self, window: _Window, structure: int, click: Click):
+    def _grow(self, window: ClickWindow, structure: int, click: Click):
         labels = self._labels[window.slices]
         centre = window.centre
         if labels[centre] not in (0, structure):
@@ -430,7 +340,7 @@ class InteractiveSession:
         region = flood_region(candidate, centre)
         return region & ~mask, "", used
 
-    def _cortex_basin(self, image, labels, mask, to_mask, window: _Window, structure: int) -> np.ndarray | None:
+    def _cortex_basin(self, image, labels, mask, to_mask, window: ClickWindow, structure: int) -> np.ndarray | None:
         """Voxels a vertebra's marrow reaches without climbing over its cortex, plus voxels as bright as the marrow.
 
         At 3 mm, partial volume makes marrow (about 120 HU in an adult lumbar body) and disc or muscle (50-100 HU)
@@ -460,7 +370,7 @@ class InteractiveSession:
         markers[window.centre] = 1
         return (watershed(image, markers) == 1) | (image >= marrow)
 
-    def _shrink(self, window: _Window, structure: int):
+    def _shrink(self, window: ClickWindow, structure: int):
         labels = self._labels[window.slices]
         mask = labels == structure
         centre = window.centre
@@ -511,6 +421,6 @@ class InteractiveSession:
         ball = window.distance_mm <= local
         return neck_split(mask, depth, ball, centre, window.distance_mm, local), "", False
 
-    def _relative_voxel(self, point_lps, window: _Window) -> tuple[int, int, int]:
+    def _relative_voxel(self, point_lps, window: ClickWindow) -> tuple[int, int, int]:
         i, j, k = np.rint(self.image.lps_to_index(np.asarray(point_lps, dtype=float))).astype(int)
         return k - window.slices[0].start, j - window.slices[1].start, i - window.slices[2].start

@@ -9,7 +9,7 @@ import numpy as np
 from spinekit.segment.clicks import robust_sigma
 
 if TYPE_CHECKING:
-    from spinekit.segment.interactive import InteractiveSettings, _Window
+    from spinekit.segment.interactive_types import ClickWindow, InteractiveSettings
 
 
 def structure_range(values: np.ndarray, settings: InteractiveSettings) -> tuple[float, float]:
@@ -52,7 +52,7 @@ def boundary_range(
 
 
 def seed_range(
-    image: np.ndarray, window: _Window, allowed: np.ndarray, settings: InteractiveSettings
+    image: np.ndarray, window: ClickWindow, allowed: np.ndarray, settings: InteractiveSettings
 ) -> tuple[float, float]:
     """Intensity range of a new structure: median +- k robust SD of the click's neighbourhood."""
     seed = (window.distance_mm <= settings.seed_radius_mm) & allowed

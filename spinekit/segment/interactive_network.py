@@ -12,7 +12,8 @@ from spinekit.io import Volume
 from spinekit.segment.clicks import Click
 
 if TYPE_CHECKING:
-    from spinekit.segment.interactive import InteractiveSession, _Window
+    from spinekit.segment.interactive import InteractiveSession
+    from spinekit.segment.interactive_types import ClickWindow
 
 
 class WindowNetwork:
@@ -60,7 +61,7 @@ class WindowNetwork:
         return value if 0 < value < self.config.n_classes else 0
 
     def probability(
-        self, session: InteractiveSession, window: _Window, structure: int, clicks: list[Click]
+        self, session: InteractiveSession, window: ClickWindow, structure: int, clicks: list[Click]
     ) -> np.ndarray | None:
         """Probability of ``structure``'s class on the session's window, given ``clicks`` (None: not a class)."""
         import SimpleITK as sitk

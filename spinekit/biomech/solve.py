@@ -182,14 +182,21 @@ def solve_task(built: BuiltModel, task: Task, workdir: Path | None = None) -> Ta
     return _result(built, task, reaction, forces, activations, scale)
 
 
-def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dict[str, float]:
-    """Per joint, the largest |moment| its muscles produce about any of its coordinates (N m) in the solution."""
-    model = _task_model(built, task)
+def _posed_state(model, built: BuiltModel, task: Task):
+    """A new state of ``model`` with every coordinate at the task's posture."""
     state = model.initSystem()
     values = built.values(task)
     coords = model.getCoordinateSet()
     for name in built.coordinates:
         coords.get(name).setValue(state, values[name], False)
+    return state
+
+
+def _joint_moment_scale(built: BuiltModel, task: Task, forces: pd.Series) -> dict[str, float]:
+    """Per joint, the largest |moment| its muscles produce about any of its coordinates (N m) in the solution."""
+    model = _task_model(built, task)
+    state = _posed_state(model, built, task)
+    coords = model.getCoordinateSet()
     model.realizePosition(state)
     muscles = model.getMuscles()
     scale: dict[str, float] = {}
@@ -222,11 +229,8 @@ def net_joint_moments(built: BuiltModel, task: Task) -> dict[str, float]:
         force = model.getForceSet().get(i)
         if force.getConcreteClassName() != "PrescribedForce":
             force.set_appliesForce(False)
-    state = model.initSystem()
-    values = built.values(task)
+    state = _posed_state(model, built, task)
     coords = model.getCoordinateSet()
-    for name in built.coordinates:
-        coords.get(name).setValue(state, values[name], False)
     model.realizeDynamics(state)
     tau = osim.InverseDynamicsSolver(model).solve(state, osim.Vector(state.getNU(), 0.0))
     return {coords.get(i).getName(): float(tau.get(i)) for i in range(coords.getSize())}

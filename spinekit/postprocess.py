@@ -47,6 +47,16 @@ REPORT_COLUMNS = [
 ]
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of ``mask`` (the mask itself when it has at most one)."""
+    labelled, count = ndimage.label(mask)
+    if count <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    return labelled == int(np.argmax(sizes))
+
+
 def postprocess_labels(labels: Volume, config: PostprocessConfig | None = None) -> tuple[Volume, pd.DataFrame]:
     """Fill holes, smooth and keep the largest component of every label.
 

@@ -27,6 +27,7 @@ from spinekit import labels as lab
 from spinekit.io import Volume
 from spinekit.morphometry.geometry import label_slices, unit, voxel_points_lps
 from spinekit.morphometry.separation import find_canal, fraction_flag, max_body_depth, posterior_wall_cut
+from spinekit.postprocess import largest_component
 
 log = logging.getLogger(__name__)
 
@@ -156,15 +157,6 @@ def split_body(
     return a >= cut, cut, "anterior to narrowest section behind the body (area profile)"
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labelled, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return labelled == int(np.argmax(sizes))
-
-
 def _present_vertebrae(boxes: dict[int, tuple]) -> list[int]:
     return [v for v in lab.CRANIOCAUDAL_ORDER if v in boxes]
 
@@ -260,7 +252,7 @@ def _finish(
     body = np.zeros(sub.shape, bool)
     k, j, i = np.nonzero(sub)
     body[k[selector], j[selector], i[selector]] = True
-    body = _largest_component(body)
+    body = largest_component(body)
     touches = False
     if body.any():
         # The body (not the whole vertebra) reaching the outermost voxel layer truncates its heights.

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from spinekit.io import Volume
+from spinekit.postprocess import largest_component
 from spinekit.segment.instances import MIN_DISC_MM3, components, disc_chain
 
 VERTEBRA, SACRUM, DISC, CANAL = 1, 2, 3, 4
@@ -53,16 +54,6 @@ MARROW_HU = 40.0
 MARROW_CLOSING = 2
 
 
-def largest_column(classes: np.ndarray) -> np.ndarray:
-    """Mask of the largest connected component of all spine classes."""
-    foreground = classes > 0
-    components, n = ndimage.label(foreground)
-    if n <= 1:
-        return foreground
-    sizes = ndimage.sum_labels(foreground, components, range(1, n + 1))
-    return components == int(np.argmax(sizes)) + 1
-
-
 def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
     """Left-right position (mm, LPS x) of the column axis on every axial slice.
 
@@ -82,7 +73,7 @@ def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
         centres = np.full(classes.shape[0], float(x_mm.mean()))
         centres[seen] = (count[seen] * x_mm).sum(axis=1) / count[seen].sum(axis=1)
         return centres
-    tube = largest_column(canal)  # the canal is one tube: start in the middle of its largest component
+    tube = largest_component(canal)  # the canal is one tube: start in the middle of its largest component
     slices = np.flatnonzero(tube.any(axis=(1, 2)))
     start = int(slices[len(slices) // 2])
     j, i = np.nonzero(tube[start])
@@ -104,7 +95,7 @@ def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
 def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
     """Apply the rules of the module docstring to a semantic class map on the network grid (LPS, axis-aligned)."""
     classes = semantic.array.copy()
-    classes[~largest_column(classes)] = 0
+    classes[~largest_component(classes > 0)] = 0
     if not classes.any():
         return semantic.with_array(classes)
     axis_x = column_axis_x(semantic, classes)
@@ -123,7 +114,7 @@ def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
         hu = ndimage.gaussian_filter(hounsfield.array.astype(np.float32), 0.5)
         classes[np.isin(classes, (VERTEBRA, SACRUM)) & (hu < MIN_BONE_HU)] = 0
         grow_bone(classes, hu, lateral <= VERTEBRA_HALF_WIDTH_MM, min(semantic.spacing))
-        classes[~largest_column(classes)] = 0
+        classes[~largest_component(classes > 0)] = 0
         grow_discs(classes, hu, semantic.spacing[0])
     return semantic.with_array(classes)
 

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from spinekit.io import Volume, reorient, resample_to_spacing
+from spinekit.postprocess import largest_component
 from spinekit.segment.guidance import guidance_channels
 from spinekit.segment.networks import TaskConfig
 from spinekit.segment.synthesis import normalise_real
@@ -60,12 +61,9 @@ def body_roi(image: Volume, margin_mm: float = ROI_MARGIN_MM) -> tuple[slice, sl
         return full
     mask = coarse > threshold_otsu(coarse)
     mask = ndimage.binary_opening(mask, iterations=1)
-    components, n = ndimage.label(mask)
-    if n == 0:
+    if not mask.any():
         return full
-    sizes = ndimage.sum_labels(mask, components, range(1, n + 1))
-    largest = components == (int(np.argmax(sizes)) + 1)
-    idx = np.argwhere(largest) * 2
+    idx = np.argwhere(largest_component(mask)) * 2
     margin = int(np.ceil(margin_mm / min(image.spacing)))
     lo = np.maximum(idx.min(axis=0) - margin, 0)
     hi = np.minimum(idx.max(axis=0) + 2 + margin, array.shape)

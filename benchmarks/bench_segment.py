@@ -10,6 +10,10 @@ Accuracy (real scans, ../shared/data; skipped when absent):
   (``totalseg_vertebrae_body`` label 2), psoas vs iliopsoas, multifidus + erector spinae vs autochthon; level
   identification = share of TotalSegmentator levels whose best-overlapping predicted label is the same level.
 - mri_axial_dixon_L2L5: Dice of multifidus and erector spinae (left/right pooled) against the manual labels.
+- mri_sagittal_2d (validA slices, never trained on): each real sagittal MRI slice as a pseudo-3D slab
+  (``spinekit.segment.sagittal2d``); Dice of vertebral bodies (vertebra + sacrum classes) and discs on the slab's
+  centre plane, counted within 8 mm of the labelled column (the masks label bodies only, so the posterior elements
+  we segment are left out of the comparison).
 
 Run: ``.venv/bin/python benchmarks/bench_segment.py [--models-dir DIR] [--threads 2]``.
 """
@@ -204,6 +208,41 @@ def accuracy(models_dir: str | None) -> dict:
     return out
 
 
+def sagittal_mri_accuracy(models_dir: str | None) -> dict:
+    """Bodies and discs on the held-out real sagittal MRI slices (see module docstring), network and pipeline."""
+    from scipy import ndimage
+
+    from spinekit.io import resample_like
+    from spinekit.segment import sagittal2d
+    from spinekit.segment.api import segment_image
+    from spinekit.segment.inference import predict
+    from spinekit.segment.networks import load_model
+
+    network, config, _ = load_model("spine", models_dir)
+    options = {"models_dir": models_dir} if models_dir else {}
+    rows = []
+    for item in sagittal2d.read_split(DATA / "mri_sagittal_2d", "validA"):
+        volume = sagittal2d.slab(item.image)
+        near = ndimage.binary_dilation(item.mask > 0, iterations=round(8 / sagittal2d.ASSUMED_PIXEL_MM))
+        raw = sagittal2d.centre_plane(resample_like(predict(network, config, volume).labels, volume, is_label=True))
+        result = segment_image(volume, ("spine",), **options)
+        full = sagittal2d.centre_plane(resample_like(result.spine, volume, is_label=True))
+        bone = (((full >= 1) & (full <= 28)) | ((full > 200) & (full < 300))) & near
+        disc = (((full > 100) & (full < 129)) | ((full > 300) & (full < 400))) & near
+        rows.append(
+            {
+                "slice": item.name,
+                "network_bodies_dice": _dice(np.isin(raw, [1, 2]) & near, item.mask == sagittal2d.MASK_BODY),
+                "network_discs_dice": _dice((raw == 3) & near, item.mask == sagittal2d.MASK_DISC),
+                "bodies_dice": _dice(bone, item.mask == sagittal2d.MASK_BODY),
+                "discs_dice": _dice(disc, item.mask == sagittal2d.MASK_DISC),
+                "qc_flags": [f["flag"] for f in result.qc["flags"]],
+            }
+        )
+    means = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0] if key.endswith("dice")}
+    return {"mean": means, "slices": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", default=None)
@@ -234,6 +273,8 @@ def main() -> int:
             )
     if not args.skip_accuracy and DATA.is_dir():
         report["accuracy"] = accuracy(args.models_dir)
+        if (DATA / "mri_sagittal_2d").is_dir():
+            report["accuracy"]["mri_sagittal_2d"] = sagittal_mri_accuracy(args.models_dir)
     if not args.skip_accuracy:
         report["phantoms"] = phantom_accuracy(args.models_dir)
     print(json.dumps(report, indent=1))

@@ -54,6 +54,7 @@ class LabelMap:
         tissue_lut: tissue class (index into ``synthesis.TISSUES``, -1 unknown) per generation label; enables the
             Hounsfield-unit CT synthesis branch.
         image_fraction: share of this source's samples that show its real image (None: the run's setting).
+        sample_weight: sampling weight relative to one phantom (None: the run's weight for real label maps).
     """
 
     name: str
@@ -65,6 +66,7 @@ class LabelMap:
     bright: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     tissue_lut: np.ndarray | None = None
     image_fraction: float | None = None
+    sample_weight: float | None = None
 
 
 def _lut(mapping: dict[str, list[int] | range]) -> np.ndarray:
@@ -195,11 +197,14 @@ def from_phantom(phantom, config: TaskConfig, name: str = "phantom") -> LabelMap
 
 def real_sources(data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = ()) -> list[LabelMap]:
     """Label maps from ``../shared/data`` (whatever is present), skipping the names in ``holdout``."""
-    loaders: dict[str, Callable[[Path, TaskConfig], LabelMap | None]] = {
+    from spinekit.segment.sagittal2d import training_sources as sagittal_slices
+
+    loaders: dict[str, Callable[[Path, TaskConfig], LabelMap | list[LabelMap] | None]] = {
         "ct_lumbar_3mm": _ct_lumbar,
         "ct_dicom_t11_t12": _ct_dicom,
         "verse004_labels": _verse004,
         "mri_axial_dixon_L2L5": _dixon,
+        "mri_sagittal_2d": sagittal_slices,
     }
     maps = []
     for name, loader in loaders.items():
@@ -211,7 +216,9 @@ def real_sources(data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = 
         except Exception as exc:  # a broken real file must not stop training on the rest
             log.warning("skipping %s: %s", name, exc)
             continue
-        if sample is not None:
+        if isinstance(sample, list):
+            maps.extend(sample)
+        elif sample is not None:
             maps.append(sample)
     return maps
 

@@ -72,9 +72,7 @@ def _coords_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return volume.index_to_lps(idx[:, ::-1].astype(float)) if len(idx) else np.zeros((0, 3))
 
 
-def components(
-    mask: np.ndarray, voxel_mm3: float, min_mm3: float, max_count: int = MAX_COMPONENTS
-) -> list[np.ndarray]:
+def components(mask: np.ndarray, voxel_mm3: float, min_mm3: float, max_count: int = MAX_COMPONENTS) -> list[np.ndarray]:
     """Connected components over ``min_mm3``, the ``max_count`` largest (a spine has at most 26 discs)."""
     components, n = ndimage.label(mask)
     if n == 0:

@@ -130,6 +130,13 @@ def phantom_sources(config: TaskConfig, n: int, rng: np.random.Generator) -> lis
     return sources
 
 
+def _sampling_weight(source: LabelMap, real_weight: float) -> float:
+    """A source's sampling weight relative to one phantom: its own, else ``real_weight`` for real label maps."""
+    if source.sample_weight is not None:
+        return source.sample_weight
+    return 1.0 if source.name.startswith("phantom") else real_weight
+
+
 def _make_phantom(config_cls, make, options: dict):
     """Build a phantom, dropping options this version of the generator does not know."""
     names = set(getattr(config_cls, "__dataclass_fields__", options))
@@ -209,14 +216,14 @@ def train(
     sources = phantom_sources(config, settings.n_phantoms, sources_rng)
     real = real_sources(Path(settings.data_dir), config, tuple(settings.holdout))
     for source in real:
-        if source.name in settings.holdout_images:
+        if source.name.split("/")[0] in settings.holdout_images:
             source.image = None
     sources += real
     sources += correction_sources(tuple(settings.extra_dirs), config)
     if not sources:
         raise InputError("no training sources: spinekit.phantom is missing and no real label maps were found")
     log.info("training %s on %d sources: %s", settings.task, len(sources), [s.name for s in sources])
-    weights = np.array([1.0 if s.name.startswith("phantom") else settings.real_source_weight for s in sources])
+    weights = np.array([_sampling_weight(s, settings.real_source_weight) for s in sources])
     weights /= weights.sum()
     (out_dir / "settings.json").write_text(json.dumps(_jsonable(settings), indent=1))
     start = time.monotonic()

@@ -7,7 +7,8 @@ network over the image at its native grid (no resampling, no ROI), measured in t
 
 Accuracy (real scans, ../shared/data; skipped when absent):
 - ct_lumbar_3mm: Dice against TotalSegmentator's labels (silver standard): all vertebrae, per level, discs
-  (``totalseg_vertebrae_body`` label 2), psoas vs iliopsoas, multifidus + erector spinae vs autochthon; level
+  (``totalseg_vertebrae_body`` label 2), psoas vs iliopsoas (whole scan, and above the iliac crests where
+  iliopsoas is psoas alone), multifidus + erector spinae vs autochthon; level
   identification = share of TotalSegmentator levels whose best-overlapping predicted label is the same level.
 - mri_axial_dixon_L2L5: Dice of multifidus and erector spinae (left/right pooled) against the manual labels.
 - mri_sagittal_2d (validA slices, never trained on): each real sagittal MRI slice as a pseudo-3D slab
@@ -187,6 +188,12 @@ def accuracy(models_dir: str | None) -> dict:
         ct["levels_identified"] = f"{identified}/{len(levels)}"
         m, tm = result.muscles.array, truth.muscles.array
         ct["psoas_vs_iliopsoas_dice"] = _dice(np.isin(m, [1, 2]), np.isin(tm, [1, 2]))
+        # Above the iliac crests (top of TotalSegmentator v2 hip_left/hip_right, 77/78) iliopsoas is psoas major alone;
+        # below, it includes iliacus, which no psoas segmentation should contain.
+        crest = (
+            int(np.argwhere(np.isin(ts.array, [77, 78]))[:, 0].max()) + 1 if np.isin(ts.array, [77, 78]).any() else 0
+        )
+        ct["psoas_above_iliac_crest_dice"] = _dice(np.isin(m[crest:], [1, 2]), np.isin(tm[crest:], [1, 2]))
         ct["mf_es_vs_autochthon_dice"] = _dice(np.isin(m, [5, 6, 7, 8]), np.isin(tm, [9, 10]))
         ct["qc_flags"] = [f["flag"] for f in result.qc["flags"]]
         ct["raw_network"] = raw_semantic_dice(image, ts, body, options.get("models_dir"))

@@ -52,6 +52,20 @@ def _postprocess(labels: Volume) -> Volume:
     return cleaned
 
 
+#: An image finer than this share of the working spacing gets smooth label upsampling (``upsample_labels``);
+#: nearer the working spacing, nearest neighbour keeps one-voxel structures that interpolation would thin away.
+UPSAMPLE_BELOW_SHARE = 0.75
+
+
+def to_image_grid(labels: Volume, image: Volume) -> Volume:
+    """Working-grid labels onto the image grid: smooth surfaces on finer grids, nearest neighbour otherwise."""
+    from spinekit.postprocess import upsample_labels
+
+    if min(image.spacing) < UPSAMPLE_BELOW_SHARE * min(labels.spacing):
+        return upsample_labels(labels, image)
+    return resample_like(labels, image, is_label=True)
+
+
 class SpinekitBackend:
     """Our own networks (``spinekit/models``): semantic classes, then instances and levels by anatomy."""
 
@@ -116,7 +130,7 @@ class SpinekitBackend:
                     spine = spine.with_array(np.zeros_like(spine.array))
                 result.qc["levels"] = [int(v) for v in instances.levels] if spine_found else []
                 result.qc["levels_known"] = bool(instances.levels_known and spine_found)
-                result.spine = resample_like(spine, image, is_label=True)
+                result.spine = to_image_grid(spine, image)
             else:
                 classes = prediction.labels
                 muscles = _postprocess(split_muscle_sides(classes, muscle_midline_x(classes)))
@@ -132,7 +146,7 @@ class SpinekitBackend:
                     muscles = muscles.with_array(np.zeros(muscles.array.shape, np.int16))
                 else:
                     flags.extend(qc.muscle_flags(muscles))
-                result.muscles = resample_like(muscles, image, is_label=True)
+                result.muscles = to_image_grid(muscles, image)
             result.timings[f"{task}_s"] = time.perf_counter() - start
         return result
 

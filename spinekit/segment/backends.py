@@ -83,8 +83,9 @@ class TotalSegmentatorBackend:
         with tempfile.TemporaryDirectory(prefix="spinekit_ts_") as tmp:
             tmp_path = Path(tmp)
             write_volume(image, tmp_path / "image.nii.gz")
+            on_device = ["-d", "gpu" if device.startswith("cuda") else "cpu"]
             command = [exe, "-i", str(tmp_path / "image.nii.gz"), "-o", str(tmp_path / "total.nii.gz"), "--ml"]
-            command += ["--task", task, "-d", "gpu" if device.startswith("cuda") else "cpu"]
+            command += ["--task", task, *on_device]
             _run(command + (["--fast"] if self.fast else []), "TotalSegmentator")
             total = resample_labels_to(read_labels(tmp_path / "total.nii.gz"), image)
             converted = convert_labels(total, source)
@@ -92,7 +93,7 @@ class TotalSegmentatorBackend:
             if "spine" in targets and source == "totalsegmentator":
                 body_cmd = [exe, "-i", str(tmp_path / "image.nii.gz"), "-o", str(tmp_path / "body.nii.gz"), "--ml"]
                 try:
-                    _run(body_cmd + ["--task", "vertebrae_body"], "TotalSegmentator vertebrae_body")
+                    _run(body_cmd + ["--task", "vertebrae_body", *on_device], "TotalSegmentator vertebrae_body")
                     body = resample_labels_to(read_labels(tmp_path / "body.nii.gz"), image)
                     discs = convert_labels(body, "vertebrae_body", levels_from=total).spine.array
                     merged = spine.array.copy()

@@ -108,6 +108,21 @@ def test_levels_counted_from_sacrum():
         assert (spine == v).sum() * 8 == pytest.approx((13 * 15 * 20 + 13 * 6 * 4) * 8, rel=0.02)
 
 
+def test_inferior_articular_process_below_the_disc_plane_stays_with_its_vertebra():
+    semantic = toy_spine(2, sacrum=True)
+    array = semantic.array.copy()
+    disc_k = np.flatnonzero((array == 3).any(axis=(1, 2)))
+    upper_disc = disc_k[disc_k > disc_k.min() + 6]  # the disc under the upper vertebra (5 slices, 10 mm)
+    low = upper_disc.min()
+    array[low + 1 : upper_disc.max() + 1, 25, 13:17] = 1  # process 26 mm behind the disc centre, 3 mm below its plane
+    spine = assign_instances(semantic.with_array(array)).spine.array
+    upper = spine[upper_disc.max() + 3, 10, 15]
+    lower = spine[low - 3, 10, 15]
+    assert upper != lower and lower in (22, 23, 24)
+    assert spine[low + 1, 25, 15] == upper  # the process follows the vertebra it belongs to
+    assert spine[low - 1, 25, 15] == lower  # the arch of the vertebra below (6 mm under the plane) does not
+
+
 def test_without_sacrum_levels_are_unknown_and_flagged():
     result = assign_instances(toy_spine(2, sacrum=False))
     assert not result.levels_known

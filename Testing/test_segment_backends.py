@@ -23,8 +23,10 @@ from spinekit.segment.api import segment_image
 
 def _stand_in(folder: Path, name: str, body: str) -> None:
     """An executable ``folder/name`` running ``body`` (Python) with ``args`` = the command-line arguments."""
-    script = folder / name
-    script.write_text(f"#!{sys.executable}\nimport sys, shutil\nargs = sys.argv[1:]\n{body}\n")
+    program = folder / f"{name}.py"
+    program.write_text(f"import sys, shutil\nargs = sys.argv[1:]\n{body}\n")
+    script = folder / name  # a /bin/sh launcher: a long interpreter path would overflow a #! line
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{program}" "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 

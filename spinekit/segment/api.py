@@ -105,6 +105,7 @@ class SpinekitBackend:
                     and qc.vertebra_shaped(instances.spine, instances.spine.array == v)
                 ]  # fmt: skip
                 vertebrae = [v for v in instances.volumes_mm3 if v != 26]
+                off_midline = qc.column_off_midline(semantic, grids[config.spacing_mm])
                 share = len(plausible) / max(len(vertebrae), 1)
                 bone = int((semantic.array == 1).sum())
                 in_vertebrae = int(np.isin(instances.spine.array, plausible).sum()) / max(bone, 1)
@@ -114,16 +115,18 @@ class SpinekitBackend:
                     and len(vertebrae) <= MAX_VERTEBRAE
                     and in_vertebrae >= MIN_BONE_IN_VERTEBRAE
                     and low is None
+                    and off_midline is None
                 )
                 spine = _postprocess(instances.spine)
                 if spine_found:
                     flags.extend(instances.flags)
                     flags.extend(qc.spine_flags(spine, instances.levels, instances.levels_known))
                 else:
-                    detail = (
+                    detail = off_midline or (
                         f"{len(plausible)} of {len(vertebrae)} vertebra instances plausible, holding "
-                        f"{100 * in_vertebrae:.0f}% of the bone; result emptied"
+                        f"{100 * in_vertebrae:.0f}% of the bone"
                     )
+                    detail += "; result emptied"
                     flags.append(qc.flag("no_spine_found", detail))
                     if low:
                         flags.append(low)

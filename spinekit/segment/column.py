@@ -3,7 +3,8 @@
 A small network confuses bowel, pelvis and ribs with vertebrae (its errors on ../shared/data/ct_lumbar_3mm are mostly
 iliac wings and bowel). Three rules from anatomy remove them without touching the column:
 
-1. One column: the spine (vertebra, sacrum, disc, canal) is one connected structure; other components go.
+1. One column: the spine (vertebra, sacrum, disc, canal) is one connected structure around the canal; other
+   components go.
 2. Lateral extent: every vertebra lies within a half-width of the column axis (the canal, or the bone centre where no
    canal is seen). Lumbar transverse processes span 70-95 mm tip to tip (Panjabi et al. 1992, Spine 17:299, L3 the
    widest), so 50 mm half-width keeps them; the sacral alae span ~100-115 mm (Peretz et al. 1998, Spine 23:1524),
@@ -92,10 +93,24 @@ def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
     return centres
 
 
+def column_component(classes: np.ndarray) -> np.ndarray:
+    """The connected part of the spine classes that holds the most canal (the largest part when no canal is seen).
+
+    The canal defines the column: bone and disc around it are the spine, while a bright organ beside it (kidneys on
+    water-weighted MRI were read as vertebrae with discs) may be larger but holds no canal.
+    """
+    parts, n = ndimage.label(classes > 0)
+    if n == 0:
+        return np.zeros(classes.shape, dtype=bool)
+    canal = ndimage.sum_labels(classes == CANAL, parts, range(1, n + 1))
+    score = canal if canal.max() > 0 else ndimage.sum_labels(classes > 0, parts, range(1, n + 1))
+    return parts == int(np.argmax(score)) + 1
+
+
 def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
     """Apply the rules of the module docstring to a semantic class map on the network grid (LPS, axis-aligned)."""
     classes = semantic.array.copy()
-    classes[~largest_component(classes > 0)] = 0
+    classes[~column_component(classes)] = 0
     if not classes.any():
         return semantic.with_array(classes)
     axis_x = column_axis_x(semantic, classes)

@@ -42,6 +42,11 @@ BACK_MUSCLES_LEFT = (5, 7)
 BACK_MUSCLES_RIGHT = (6, 8)
 MIN_BACK_MUSCLE_CM3 = 10.0
 MAX_SIDE_RATIO = 2.0
+#: Farthest (mm, median over axial slices) the column may lie left or right of the body's midline. The kidneys lie
+#: 70-90 mm from the midline (their hila ~50 mm; Standring 2020, Gray's Anatomy) and were read as a whole "spine" on
+#: a water-weighted MRI; ASSUMPTION: lumbar scoliosis rarely moves the column more than 60 mm off the body's midline
+#: (the flag names the offset, so a user with such a curve knows why).
+MAX_COLUMN_OFFSET_MM = 60.0
 
 
 def flag(name: str, detail: str, label: int | None = None) -> dict:
@@ -157,6 +162,29 @@ def noise_only(image: Volume) -> str | None:
     best = max(correlations, default=0.0)
     if best < MIN_NEIGHBOUR_CORRELATION:
         return f"neighbouring voxels do not correlate (best r = {best:.2f}): the image is blank or noise, not anatomy"
+    return None
+
+
+def column_off_midline(semantic: Volume, image: Volume) -> str | None:
+    """Why the spine classes cannot be the column (too far left or right of the body's midline), or None.
+
+    ``semantic`` (spine classes) and ``image`` share the working grid (LPS, axis-aligned). The body is the Otsu
+    foreground of each axial slice; offsets are taken on slices holding both.
+    """
+    from skimage.filters import threshold_otsu
+
+    array = image.array.astype(np.float32)
+    if np.ptp(array) <= 0 or not (semantic.array > 0).any():
+        return None
+    body = array > threshold_otsu(array)
+    x_mm = image.origin[0] + image.spacing[0] * np.arange(array.shape[2])
+    offsets = []
+    for k in np.flatnonzero((semantic.array > 0).any(axis=(1, 2)) & body.any(axis=(1, 2))):
+        column_x = x_mm[np.nonzero(semantic.array[k])[1]].mean()
+        offsets.append(abs(column_x - x_mm[np.nonzero(body[k])[1]].mean()))
+    offset = float(np.median(offsets)) if offsets else 0.0
+    if offset > MAX_COLUMN_OFFSET_MM:
+        return f"the segmented column lies {offset:.0f} mm beside the body's midline (> {MAX_COLUMN_OFFSET_MM:.0f} mm)"
     return None
 
 

@@ -73,9 +73,13 @@ def test_body_roi_keeps_every_large_part_of_the_body():
     assert roi[0].stop < 60 and roi[1].start >= 8  # not the speck
 
 
-def test_edge_padding_only_at_the_cranial_edge():
+def test_edge_padding_only_at_the_cranial_edge_for_the_spine():
+    from spinekit.segment.networks import task_config
+
     shape = (40, 30, 30)
     at_top = (slice(5, 40), slice(0, 30), slice(0, 30))
     inside = (slice(0, 35), slice(0, 30), slice(0, 30))
-    assert _edge_padding(at_top, shape, 3.0) == [(0, round(EDGE_PAD_MM / 3.0)), (0, 0), (0, 0)]
-    assert _edge_padding(inside, shape, 3.0) == [(0, 0), (0, 0), (0, 0)]
+    spine, muscles = task_config("spine"), task_config("muscles")
+    assert _edge_padding(at_top, shape, spine) == [(0, round(EDGE_PAD_MM / spine.spacing_mm)), (0, 0), (0, 0)]
+    assert _edge_padding(inside, shape, spine) == [(0, 0), (0, 0), (0, 0)]
+    assert _edge_padding(at_top, shape, muscles) == [(0, 0), (0, 0), (0, 0)]

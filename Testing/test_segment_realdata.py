@@ -1,0 +1,48 @@
+"""The shipped networks on real scans of ../shared/data (skipped when absent): floors under the benchmark's numbers.
+
+``benchmarks/bench_segment.py`` reports the full figures; these tests only catch a regression of the shipped weights
+or the pipeline around them (floors a few points under what the benchmark measured).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from spinekit import labels as lb
+from spinekit.io import read_labels, read_volume, resample_like
+from spinekit.label_import import convert_labels
+from spinekit.segment import sagittal2d
+from spinekit.segment.api import segment_image
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_real_ct_vertebrae_discs_and_levels(shared_data):
+    folder = shared_data / "ct_lumbar_3mm"
+    result = segment_image(read_volume(folder / "ct.nii.gz"), ("spine",))
+    truth = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator").spine.array
+    spine = result.spine.array
+    assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.87
+    discs = read_labels(folder / "totalseg_vertebrae_body.nii.gz").array == 2
+    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.80
+    for name in ("T12", "L1", "L2", "L3", "L4", "L5"):  # every level in view (T11 is an 83-voxel sliver)
+        level = lb.parse_level(name)
+        assert _dice(spine == level, truth == level) > 0.75, name
+    assert result.qc["levels_known"]
+
+
+def test_real_sagittal_mri_bodies_and_discs(shared_data):
+    bodies, discs = [], []
+    for item in sagittal2d.read_split(shared_data / "mri_sagittal_2d", "validA"):  # never trained on
+        volume = sagittal2d.slab(item.image)
+        spine = sagittal2d.centre_plane(resample_like(segment_image(volume, ("spine",)).spine, volume, is_label=True))
+        near = ndimage.binary_dilation(item.mask > 0, iterations=7)  # the masks hold bodies only: 8 mm around them
+        bone = (((spine >= 1) & (spine <= 28)) | ((spine > 200) & (spine < 300))) & near
+        disc = (((spine > 100) & (spine < 129)) | ((spine > 300) & (spine < 400))) & near
+        bodies.append(_dice(bone, item.mask == sagittal2d.MASK_BODY))
+        discs.append(_dice(disc, item.mask == sagittal2d.MASK_DISC))
+    assert len(bodies) == 5
+    assert np.mean(bodies) > 0.60 and np.mean(discs) > 0.60

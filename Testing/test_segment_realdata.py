@@ -25,12 +25,12 @@ def test_real_ct_vertebrae_discs_and_levels(shared_data):
     result = segment_image(read_volume(folder / "ct.nii.gz"), ("spine",))
     truth = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator").spine.array
     spine = result.spine.array
-    assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.87
+    assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.88  # benchmark: 0.906
     discs = read_labels(folder / "totalseg_vertebrae_body.nii.gz").array == 2
-    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.80
+    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.82  # 0.854
     for name in ("T12", "L1", "L2", "L3", "L4", "L5"):  # every level in view (T11 is an 83-voxel sliver)
         level = lb.parse_level(name)
-        assert _dice(spine == level, truth == level) > 0.75, name
+        assert _dice(spine == level, truth == level) > 0.82, name  # 0.86-0.91
     assert result.qc["levels_known"]
 
 
@@ -45,4 +45,4 @@ def test_real_sagittal_mri_bodies_and_discs(shared_data):
         bodies.append(_dice(bone, item.mask == sagittal2d.MASK_BODY))
         discs.append(_dice(disc, item.mask == sagittal2d.MASK_DISC))
     assert len(bodies) == 5
-    assert np.mean(bodies) > 0.60 and np.mean(discs) > 0.60
+    assert np.mean(bodies) > 0.66 and np.mean(discs) > 0.72  # benchmark: 0.71, 0.78

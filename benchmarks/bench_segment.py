@@ -3,7 +3,8 @@
 Speed: a lumbar CT with a T10-S1 field of view (phantom at 0.8 x 0.8 x 1 mm, 512-matrix-like size, and the real
 3 mm CT of ../shared/data) and the axial Dixon MRI stack, end to end (``segment_image``, spine + muscles), each in its
 own process so peak memory (ru_maxrss) is per case; the baseline is a plain full-volume sliding window of the same
-network over the image at its native grid (no resampling, no ROI), measured in the same run.
+network, with the same window overlap, over the image at its native grid (no resampling, no ROI), measured in the
+same run.
 
 Accuracy (real scans, ../shared/data; skipped when absent):
 - ct_lumbar_3mm: Dice against TotalSegmentator's labels (silver standard): all vertebrae, per level, discs
@@ -75,6 +76,7 @@ def _timed_case(name: str, models_dir: str | None, threads: int, mode: str, queu
         from monai.inferers import sliding_window_inference
 
         from spinekit.segment.guidance import guidance_channels
+        from spinekit.segment.inference import OVERLAP
         from spinekit.segment.networks import load_model
         from spinekit.segment.synthesis import normalise_real
 
@@ -82,7 +84,7 @@ def _timed_case(name: str, models_dir: str | None, threads: int, mode: str, queu
             network, config, _ = load_model(task, options.get("models_dir"))
             x = guidance_channels(normalise_real(image.array), None, config.classes)
             with torch.inference_mode():
-                sliding_window_inference(torch.from_numpy(x[None]), config.patch, 2, network, overlap=0.25)
+                sliding_window_inference(torch.from_numpy(x[None]), config.patch, 2, network, overlap=OVERLAP)
     seconds = time.perf_counter() - start
     queue.put(
         {

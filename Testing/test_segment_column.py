@@ -146,3 +146,18 @@ def test_a_column_far_beside_the_body_midline_is_not_a_spine():
     wide[:, 2:38, 10:110] = 100.0  # body centred on x = 178.5 mm: the column (x = 253.5 mm) lies 75 mm beside it
     detail = qc.column_off_midline(Volume(shifted, (SPACING,) * 3), Volume(wide, (SPACING,) * 3))
     assert detail is not None and "75 mm" in detail
+
+
+def test_the_column_is_the_canal_holding_part_beside_which_no_organ_wins():
+    true_column = column_map()  # axis at i = 30
+    array = np.zeros((80, 40, 150), np.uint8)
+    array[:, :, 45:105] = true_column  # axis at x = 225 mm, the body's midline
+    organ = true_column.copy()
+    organ[organ == column.CANAL] = 0
+    organ[2:70, 20:26, 26:34] = column.CANAL  # a larger "canal" in a look-alike organ
+    array[:, :, 0:60][organ > 0] = organ[organ > 0]  # axis at x = 90 mm: 135 mm beside the midline
+    volume = Volume(array, (SPACING,) * 3)
+    midline = np.full(80, 225.0)
+    kept = column.column_component(volume, array, midline)
+    assert kept[:, :, 60:].any() and not kept[:, :, :40].any()  # the midline column, not the canal-richer organ
+    assert column.column_component(volume, array)[:, :, :40].any()  # without the midline, the most canal wins

@@ -97,7 +97,8 @@ class SpinekitBackend:
             result.qc[f"{task}_mean_confidence"] = mean_conf
             if task == "spine":
                 hounsfield = grids[config.spacing_mm] if modality == "ct" else None
-                semantic = clean_columns(prediction.labels, hounsfield)
+                midline_x = qc.body_midline_x(grids[config.spacing_mm])
+                semantic = clean_columns(prediction.labels, hounsfield, midline_x)
                 instances = assign_instances(semantic)
                 plausible = [
                     v for v, vol in instances.volumes_mm3.items()

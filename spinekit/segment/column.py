@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from spinekit.io import Volume
 from spinekit.postprocess import largest_component
+from spinekit.segment import qc
 from spinekit.segment.instances import MIN_DISC_MM3, components, disc_chain
 
 VERTEBRA, SACRUM, DISC, CANAL = 1, 2, 3, 4
@@ -93,24 +94,33 @@ def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
     return centres
 
 
-def column_component(classes: np.ndarray) -> np.ndarray:
+def column_component(semantic: Volume, classes: np.ndarray, midline_x: np.ndarray | None = None) -> np.ndarray:
     """The connected part of the spine classes that holds the most canal (the largest part when no canal is seen).
 
     The canal defines the column: bone and disc around it are the spine, while a bright organ beside it (kidneys on
-    water-weighted MRI were read as vertebrae with discs) may be larger but holds no canal.
+    water-weighted MRI were read as vertebrae with discs and canal) may be larger but lies off the body's midline:
+    with ``midline_x`` (``qc.body_midline_x``), parts farther than ``qc.MAX_COLUMN_OFFSET_MM`` from it are not
+    candidates.
     """
     parts, n = ndimage.label(classes > 0)
     if n == 0:
         return np.zeros(classes.shape, dtype=bool)
-    canal = ndimage.sum_labels(classes == CANAL, parts, range(1, n + 1))
-    score = canal if canal.max() > 0 else ndimage.sum_labels(classes > 0, parts, range(1, n + 1))
+    labels = np.arange(1, n + 1)
+    canal = ndimage.sum_labels(classes == CANAL, parts, labels)
+    size = ndimage.sum_labels(classes > 0, parts, labels)
+    if midline_x is not None:
+        beside = [qc.offset_from_midline_mm(semantic, parts == i, midline_x) > qc.MAX_COLUMN_OFFSET_MM for i in labels]
+        if not all(beside):
+            canal[beside], size[beside] = -1, -1
+    score = canal if canal.max() > 0 else size
     return parts == int(np.argmax(score)) + 1
 
 
-def clean_columns(semantic: Volume, hounsfield: Volume | None = None) -> Volume:
-    """Apply the rules of the module docstring to a semantic class map on the network grid (LPS, axis-aligned)."""
+def clean_columns(semantic: Volume, hounsfield: Volume | None = None, midline_x: np.ndarray | None = None) -> Volume:
+    """Apply the rules of the module docstring to a semantic class map on the network grid (LPS, axis-aligned);
+    ``midline_x``: the body's left-right centre per axial slice (``qc.body_midline_x``), when known."""
     classes = semantic.array.copy()
-    classes[~column_component(classes)] = 0
+    classes[~column_component(semantic, classes, midline_x)] = 0
     if not classes.any():
         return semantic.with_array(classes)
     axis_x = column_axis_x(semantic, classes)

@@ -165,24 +165,41 @@ def noise_only(image: Volume) -> str | None:
     return None
 
 
-def column_off_midline(semantic: Volume, image: Volume) -> str | None:
-    """Why the spine classes cannot be the column (too far left or right of the body's midline), or None.
+def body_midline_x(image: Volume) -> np.ndarray:
+    """Left-right centre (mm, LPS x) of the body on each axial slice of an axis-aligned LPS grid, NaN without body.
 
-    ``semantic`` (spine classes) and ``image`` share the working grid (LPS, axis-aligned). The body is the Otsu
-    foreground of each axial slice; offsets are taken on slices holding both.
+    The body is the Otsu foreground of the whole volume.
     """
     from skimage.filters import threshold_otsu
 
     array = image.array.astype(np.float32)
-    if np.ptp(array) <= 0 or not (semantic.array > 0).any():
-        return None
+    midline = np.full(array.shape[0], np.nan)
+    if np.ptp(array) <= 0:
+        return midline
     body = array > threshold_otsu(array)
     x_mm = image.origin[0] + image.spacing[0] * np.arange(array.shape[2])
-    offsets = []
-    for k in np.flatnonzero((semantic.array > 0).any(axis=(1, 2)) & body.any(axis=(1, 2))):
-        column_x = x_mm[np.nonzero(semantic.array[k])[1]].mean()
-        offsets.append(abs(column_x - x_mm[np.nonzero(body[k])[1]].mean()))
-    offset = float(np.median(offsets)) if offsets else 0.0
+    for k in np.flatnonzero(body.any(axis=(1, 2))):
+        midline[k] = x_mm[np.nonzero(body[k])[1]].mean()
+    return midline
+
+
+def offset_from_midline_mm(volume: Volume, mask: np.ndarray, midline_x: np.ndarray) -> float:
+    """Median over axial slices of how far (mm, left-right) ``mask`` lies from the body's midline; 0 when unknown."""
+    x_mm = volume.origin[0] + volume.spacing[0] * np.arange(mask.shape[2])
+    offsets = [
+        abs(x_mm[np.nonzero(mask[k])[1]].mean() - midline_x[k])
+        for k in np.flatnonzero(mask.any(axis=(1, 2)))
+        if np.isfinite(midline_x[k])
+    ]
+    return float(np.median(offsets)) if offsets else 0.0
+
+
+def column_off_midline(semantic: Volume, image: Volume) -> str | None:
+    """Why the spine classes cannot be the column (too far left or right of the body's midline), or None.
+
+    ``semantic`` (spine classes) and ``image`` share the working grid (LPS, axis-aligned).
+    """
+    offset = offset_from_midline_mm(semantic, semantic.array > 0, body_midline_x(image))
     if offset > MAX_COLUMN_OFFSET_MM:
         return f"the segmented column lies {offset:.0f} mm beside the body's midline (> {MAX_COLUMN_OFFSET_MM:.0f} mm)"
     return None

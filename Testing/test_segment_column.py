@@ -139,12 +139,15 @@ def test_a_column_far_beside_the_body_midline_is_not_a_spine():
     semantic = column_map()  # axis at x = 90 mm
     image = np.zeros(semantic.shape, np.float32)
     image[:, 2:38, 10:50] = 100.0  # body centred on x = 88.5 mm (i = 29.5)
-    assert qc.column_off_midline(Volume(semantic, (SPACING,) * 3), Volume(image, (SPACING,) * 3)) is None
+    assert (
+        qc.column_off_midline(Volume(semantic, (SPACING,) * 3), qc.body_midline_x(Volume(image, (SPACING,) * 3)))
+        is None
+    )
     shifted = np.zeros((80, 40, 120), np.uint8)
     shifted[:, :, 55:115] = semantic  # the same column 165 mm to the side
     wide = np.zeros(shifted.shape, np.float32)
     wide[:, 2:38, 10:110] = 100.0  # body centred on x = 178.5 mm: the column (x = 253.5 mm) lies 75 mm beside it
-    detail = qc.column_off_midline(Volume(shifted, (SPACING,) * 3), Volume(wide, (SPACING,) * 3))
+    detail = qc.column_off_midline(Volume(shifted, (SPACING,) * 3), qc.body_midline_x(Volume(wide, (SPACING,) * 3)))
     assert detail is not None and "75 mm" in detail
 
 

@@ -219,8 +219,6 @@ def accuracy(models_dir: str | None) -> dict:
 
 def sagittal_mri_accuracy(models_dir: str | None) -> dict:
     """Bodies and discs on the held-out real sagittal MRI slices (see module docstring), network and pipeline."""
-    from scipy import ndimage
-
     from spinekit.io import resample_like
     from spinekit.segment import sagittal2d
     from spinekit.segment.api import segment_image
@@ -232,19 +230,20 @@ def sagittal_mri_accuracy(models_dir: str | None) -> dict:
     rows = []
     for item in sagittal2d.read_split(DATA / "mri_sagittal_2d", "validA"):
         volume = sagittal2d.slab(item.image)
-        near = ndimage.binary_dilation(item.mask > 0, iterations=round(8 / sagittal2d.ASSUMED_PIXEL_MM))
         raw = sagittal2d.centre_plane(resample_like(predict(network, config, volume).labels, volume, is_label=True))
         result = segment_image(volume, ("spine",), **options)
         full = sagittal2d.centre_plane(resample_like(result.spine, volume, is_label=True))
-        bone = (((full >= 1) & (full <= 28)) | ((full > 200) & (full < 300))) & near
-        disc = (((full > 100) & (full < 129)) | ((full > 300) & (full < 400))) & near
+        bone = ((full >= 1) & (full <= 28)) | ((full > 200) & (full < 300))
+        disc = ((full > 100) & (full < 129)) | ((full > 300) & (full < 400))
+        network_scores = sagittal2d.column_dice(item, np.isin(raw, [1, 2]), raw == 3)
+        pipeline_scores = sagittal2d.column_dice(item, bone, disc)
         rows.append(
             {
                 "slice": item.name,
-                "network_bodies_dice": _dice(np.isin(raw, [1, 2]) & near, item.mask == sagittal2d.MASK_BODY),
-                "network_discs_dice": _dice((raw == 3) & near, item.mask == sagittal2d.MASK_DISC),
-                "bodies_dice": _dice(bone, item.mask == sagittal2d.MASK_BODY),
-                "discs_dice": _dice(disc, item.mask == sagittal2d.MASK_DISC),
+                "network_bodies_dice": network_scores[0],
+                "network_discs_dice": network_scores[1],
+                "bodies_dice": pipeline_scores[0],
+                "discs_dice": pipeline_scores[1],
                 "qc_flags": [f["flag"] for f in result.qc["flags"]],
             }
         )

@@ -106,7 +106,7 @@ class SpinekitBackend:
                     and qc.vertebra_shaped(instances.spine, instances.spine.array == v)
                 ]  # fmt: skip
                 vertebrae = [v for v in instances.volumes_mm3 if v != 26]
-                off_midline = qc.column_off_midline(semantic, grids[config.spacing_mm])
+                off_midline = qc.column_off_midline(semantic, midline_x)
                 share = len(plausible) / max(len(vertebrae), 1)
                 bone = int((semantic.array == 1).sum())
                 in_vertebrae = int(np.isin(instances.spine.array, plausible).sum()) / max(bone, 1)

@@ -194,12 +194,12 @@ def offset_from_midline_mm(volume: Volume, mask: np.ndarray, midline_x: np.ndarr
     return float(np.median(offsets)) if offsets else 0.0
 
 
-def column_off_midline(semantic: Volume, image: Volume) -> str | None:
+def column_off_midline(semantic: Volume, midline_x: np.ndarray) -> str | None:
     """Why the spine classes cannot be the column (too far left or right of the body's midline), or None.
 
-    ``semantic`` (spine classes) and ``image`` share the working grid (LPS, axis-aligned).
+    ``midline_x``: the body's centre per axial slice of ``semantic``'s grid (``body_midline_x``).
     """
-    offset = offset_from_midline_mm(semantic, semantic.array > 0, body_midline_x(image))
+    offset = offset_from_midline_mm(semantic, semantic.array > 0, midline_x)
     if offset > MAX_COLUMN_OFFSET_MM:
         return f"the segmented column lies {offset:.0f} mm beside the body's midline (> {MAX_COLUMN_OFFSET_MM:.0f} mm)"
     return None

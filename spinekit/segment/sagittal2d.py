@@ -74,6 +74,24 @@ def slab(plane: np.ndarray, pixel_mm: float = ASSUMED_PIXEL_MM, fill: float = 0.
     return Volume(array, spacing=(SLAB_SPACING_MM, pixel_mm, pixel_mm))
 
 
+#: Predictions are scored within this margin (mm) of the labelled column: the masks hold bodies only, so the
+#: posterior elements we segment are left out of the comparison.
+SCORE_MARGIN_MM = 8.0
+
+
+def column_dice(item: SagittalSlice, bone: np.ndarray, disc: np.ndarray) -> tuple[float, float]:
+    """Dice of predicted bone and disc planes against the slice's bodies and discs, near the labelled column."""
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(item.mask > 0, iterations=round(SCORE_MARGIN_MM / ASSUMED_PIXEL_MM))
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        total = a.sum() + b.sum()
+        return float(2 * (a & b).sum() / total) if total else float("nan")
+
+    return dice(bone & near, item.mask == MASK_BODY), dice(disc & near, item.mask == MASK_DISC)
+
+
 def centre_plane(volume: Volume) -> np.ndarray:
     """The middle left-right plane of a slab-shaped volume, back in the slice's row/column order."""
     return volume.array[:, :, volume.array.shape[2] // 2][::-1, :]

@@ -31,6 +31,8 @@ def test_real_ct_vertebrae_discs_and_levels(shared_data):
         level = lb.parse_level(name)
         assert _dice(spine == level, truth == level) > 0.82, name  # 0.86-0.91
     assert result.qc["levels_known"]
+    assert result.qc["ribs"] == {"T12": ["left", "right"]}  # both 12th ribs (TotalSegmentator labels them too)
+    assert "transitional_unverified" not in {f["flag"] for f in result.qc["flags"]}  # T12 ribs, L1 none: checked
 
 
 def test_real_sagittal_mri_bodies_and_discs(shared_data):

@@ -10,7 +10,9 @@ Accuracy (real scans, ../shared/data; skipped when absent):
 - ct_lumbar_3mm: Dice against TotalSegmentator's labels (silver standard): all vertebrae, per level, discs
   (``totalseg_vertebrae_body`` label 2), psoas vs iliopsoas (whole scan, and above the iliac crests where
   iliopsoas is psoas alone), multifidus + erector spinae vs autochthon; level
-  identification = share of TotalSegmentator levels whose best-overlapping predicted label is the same level.
+  identification = share of TotalSegmentator levels whose best-overlapping predicted label is the same level;
+  rib-bearing vertebrae found (``spinekit.segment.ribs``) against TotalSegmentator's ribs: rib n counts for
+  vertebra Tn when it comes within 10 mm of it (its fast model leaves 2-3 voxels between rib head and vertebra).
 - mri_axial_dixon_L2L5: Dice of multifidus and erector spinae (left/right pooled) against the manual labels.
 - mri_sagittal_2d (validA slices, never trained on): each real sagittal MRI slice as a pseudo-3D slab
   (``spinekit.segment.sagittal2d``); Dice of vertebral bodies (vertebra + sacrum classes) and discs on the slab's
@@ -33,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: TotalSegmentator's rib n bears on vertebra Tn when within this gap (mm): see the module docstring.
+RIB_GAP_MM = 10.0
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -152,6 +156,25 @@ def phantom_accuracy(models_dir: str | None) -> dict:
     return out
 
 
+def totalsegmentator_rib_bearing(ts) -> dict[str, list[str]]:
+    """Vertebra name -> sides where TotalSegmentator's rib n lies within RIB_GAP_MM of vertebra Tn (label 44 - n)."""
+    from scipy import ndimage
+
+    from spinekit.label_import import TS_RIB_LABELS
+
+    spacing_kji = tuple(ts.spacing[::-1])
+    out: dict[str, list[str]] = {}
+    for n in range(1, 13):
+        vertebra = ts.array == 44 - n
+        if not vertebra.any():
+            continue
+        gap = ndimage.distance_transform_edt(~vertebra, sampling=spacing_kji)
+        for side, labels in TS_RIB_LABELS.items():
+            if (gap[ts.array == labels[n - 1]] <= RIB_GAP_MM).any():
+                out.setdefault(f"T{n}", []).append(side)
+    return out
+
+
 def accuracy(models_dir: str | None) -> dict:
     """Dice and level identification on the real scans (see module docstring)."""
     from spinekit import labels as lb
@@ -198,6 +221,8 @@ def accuracy(models_dir: str | None) -> dict:
         ct["psoas_above_iliac_crest_dice"] = _dice(np.isin(m[crest:], [1, 2]), np.isin(tm[crest:], [1, 2]))
         ct["mf_es_vs_autochthon_dice"] = _dice(np.isin(m, [5, 6, 7, 8]), np.isin(tm, [9, 10]))
         ct["qc_flags"] = [f["flag"] for f in result.qc["flags"]]
+        ct["ribs_found"] = result.qc.get("ribs")
+        ct["ribs_totalsegmentator"] = totalsegmentator_rib_bearing(ts)
         ct["raw_network"] = raw_semantic_dice(image, ts, body, options.get("models_dir"))
         out["ct_lumbar_3mm"] = ct
     folder = DATA / "mri_axial_dixon_L2L5"

@@ -38,6 +38,8 @@ class PhantomConfig:
         variability: relative SD of a per-level random size factor (0 = the reference anatomy for every seed).
         field_of_view: "torso" (whole body cross-section, as a CT) or "spine" (cropped to the spine and
             paraspinal muscles, as a spine MRI; also the fast choice for tests).
+        rib_levels: vertebrae that carry a pair of ribs, e.g. ("T11", "T12"); ribs are bone in the image only
+            (no spine label). () draws none; ("T11", "T12", "L1") makes a lumbar rib, ("T11",) 11 rib pairs.
     """
 
     modality: str = "ct"
@@ -58,6 +60,7 @@ class PhantomConfig:
     disc_heights_mm: dict | None = None
     variability: float = 0.0
     field_of_view: str = "torso"
+    rib_levels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (tuples become lists)."""
@@ -73,6 +76,7 @@ class PhantomConfig:
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(float(x) for x in kwargs[key])
         kwargs["lesions"] = tuple(dict(x) for x in kwargs.get("lesions", ()))
+        kwargs["rib_levels"] = tuple(str(x) for x in kwargs.get("rib_levels", ()))
         return cls(**kwargs)
 
 
@@ -137,6 +141,9 @@ def validate(config: PhantomConfig) -> list[int]:
                 labels.insert(labels.index(before) + 1, extra)
     if config.fracture is not None:
         check_fracture(config.fracture, labels)
+    for level in config.rib_levels:
+        if parse_level(level) not in labels or parse_level(level) == 26:
+            raise InputError(f"rib level {level!r} is not a (non-sacral) vertebra of levels {config.levels!r}")
     for lesion in config.lesions:
         if lesion.get("kind") not in LESION_KINDS:
             raise InputError(f"lesion kind must be one of {LESION_KINDS}: {lesion}")

@@ -24,6 +24,7 @@ from spinekit.phantom.shapes import (
     MUSCLE_BASE,
     DiscShape,
     Pose,
+    RibShape,
     SacrumShape,
     VertebraShape,
     _in_box,
@@ -62,6 +63,7 @@ class Model:
     direction: np.ndarray
     global_motion: np.ndarray = field(default_factory=lambda: np.eye(4))
     lesions: list[dict] = field(default_factory=list)
+    ribs: list[RibShape] = field(default_factory=list)
     #: local-frame volume/centroid per solid (``truth._cached``); a follow-up shares its baseline's
     moment_cache: dict = field(default_factory=dict, repr=False)
 
@@ -164,6 +166,7 @@ def build_model(config: PhantomConfig, followup: FollowupSpec | None = None) -> 
         discs[e.name] = DiscShape(
             e.name, e.label, e.width, e.depth, e.height, e.slope, pose, canonical[lower], canonical[upper]
         )
+    ribs = [RibShape(canonical[name], side) for name in map(str.upper, config.rib_levels) for side in (1, -1)]
     return Model(
         config,
         labels,
@@ -178,6 +181,7 @@ def build_model(config: PhantomConfig, followup: FollowupSpec | None = None) -> 
         direction,
         global_motion,
         lesions,
+        ribs,
     )
 
 
@@ -397,7 +401,7 @@ def rasterize(model: Model, chunk_voxels: int = 1_500_000) -> tuple[np.ndarray, 
         tissue[k0:k1] = t.reshape(shape)
         muscles[k0:k1] = m.reshape(shape)
         spine[k0:k1][canal.reshape(shape)] = CANAL
-    for solid in model.paint_order():
+    for solid in [*model.ribs, *model.paint_order()]:  # ribs first: a vertebra keeps the rib head's contact
         lo_idx, hi_idx = _index_box(model, solid)
         if lo_idx is None:
             continue
@@ -406,7 +410,8 @@ def rasterize(model: Model, chunk_voxels: int = 1_500_000) -> tuple[np.ndarray, 
         sub = tuple(slice(lo, h) for lo, h in zip(lo_idx, hi_idx, strict=True))
         hit = t > 0
         tissue[sub][hit] = t[hit]
-        spine[sub][hit] = solid.label
+        if solid.label:
+            spine[sub][hit] = solid.label
     muscles[(spine > 0) | (tissue < MUSCLE_BASE)] = 0
     return tissue, spine, muscles
 

@@ -363,3 +363,61 @@ class DiscShape:
         nucleus = superellipse(qd[:, 0], qd[:, 1], 0.55 * self.width / 2, 0.55 * self.depth / 2)
         out[cand[keep]] = np.where(nucleus[keep], NUCLEUS, ANNULUS)
         return out
+
+
+#: Rib cross-section radius (mm): lower ribs are about 10 x 6 mm in section (Standring 2020, Gray's Anatomy).
+RIB_RADIUS_MM = 4.0
+
+
+@dataclass
+class RibShape:
+    """A rib of ``vertebra`` on one side (+1 left, -1 right): a tube along a polyline in the vertebra's frame.
+
+    The path runs from the head at the posterolateral body wall, past the tip of the transverse process, to the
+    angle, then forwards and down along the shaft (a short lower rib, about 120 mm; the 12th rib is 100-150 mm
+    long, Standring 2020). Ribs carry no spine label: they are bone in the image only, as in a real scan. The
+    pose is the vertebra's, so a follow-up motion moves the rib with it.
+    """
+
+    vertebra: VertebraShape
+    side: int
+    label: int = 0
+
+    @property
+    def pose(self) -> Pose:
+        return self.vertebra.pose
+
+    @property
+    def name(self) -> str:
+        return f"rib {self.vertebra.name} {'left' if self.side > 0 else 'right'}"
+
+    def path(self) -> np.ndarray:
+        """Polyline nodes (local l, a, s; mm) from the head to the shaft's end."""
+        v, p = self.vertebra, self.vertebra.posterior
+        back = -v.depth / 2
+        xp = p["cw"] / 2 + p["pw"] / 2
+        zp = 0.12 * v.height
+        tip = xp + p["tl"]
+        tp_a = back - 0.55 * p["cd"]
+        nodes = [
+            (v.width / 2 - 3.0, back + 5.0, zp),
+            (tip - 2.0, tp_a + p["tr"] + RIB_RADIUS_MM, zp - 2.0),
+            (tip + 25.0, tp_a - 5.0, zp - 15.0),
+            (tip + 55.0, tp_a + 30.0, zp - 45.0),
+        ]
+        return np.array([(self.side * x, a, s) for x, a, s in nodes])
+
+    def local_bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        nodes = self.path()
+        return nodes.min(axis=0) - RIB_RADIUS_MM, nodes.max(axis=0) + RIB_RADIUS_MM
+
+    def tissue(self, lps: np.ndarray) -> np.ndarray:
+        q = self.pose.to_local(lps)
+        nodes = self.path()
+        distance = np.full(len(q), np.inf)
+        for start, end in zip(nodes[:-1], nodes[1:], strict=True):
+            step = end - start
+            t = np.clip((q - start) @ step / (step @ step), 0.0, 1.0)
+            distance = np.minimum(distance, np.linalg.norm(q - start - t[:, None] * step, axis=1))
+        out = np.where(distance <= RIB_RADIUS_MM - CORTEX_MM, TRABECULAR, CORTICAL)
+        return np.where(distance <= RIB_RADIUS_MM, out, 0).astype(np.uint8)

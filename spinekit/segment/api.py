@@ -17,6 +17,7 @@ from spinekit.segment.column import clean_columns
 from spinekit.segment.inference import predict, to_network_grid
 from spinekit.segment.instances import assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import load_model
+from spinekit.segment.ribs import check_levels
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class SpinekitBackend:
                 midline_x = qc.body_midline_x(grids[config.spacing_mm])
                 semantic = clean_columns(prediction.labels, hounsfield, midline_x)
                 instances = assign_instances(semantic)
+                if hounsfield is not None:
+                    instances, result.qc["ribs"] = check_levels(instances, hounsfield)
                 plausible = [
                     v for v, vol in instances.volumes_mm3.items()
                     if v != 26 and qc.VERTEBRA_VOLUME_MM3[0] <= vol <= qc.VERTEBRA_VOLUME_MM3[1]

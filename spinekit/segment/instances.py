@@ -8,9 +8,10 @@ processes of the vertebra above reach down. Without discs, eroded connected comp
 Levels (VerSe numbering): counted cranially from the sacrum, as a radiologist counts on a lumbar scan
 (Carrino et al. 2011, Radiology 259:196, "count from S1 upward"): the vertebra just above the lowest disc that sits on
 the sacrum is L5. Without a sacrum in view, levels cannot be inferred: instances get "unknown" labels
-(201, 202, ... cranial to caudal; discs 301, 302, ...) and the flag ``levels_unknown``. Rib-bearing identification
-of T12 needs rib labels our networks do not produce, so transitional anatomy (L6, T13, 11 rib pairs) cannot be
-confirmed: we flag what the anatomy shows (a missing lumbosacral disc) and never relabel silently.
+(201, 202, ... cranial to caudal; discs 301, 302, ...) and the flag ``levels_unknown``. Our networks have no rib
+class: on CT, ``spinekit.segment.ribs`` finds the rib-bearing vertebrae afterwards, checks the count against them
+and numbers a spine without sacrum from its lowest rib; elsewhere transitional anatomy (L6, T13, 11 rib pairs) stays
+unverified. We flag what the anatomy shows (a missing lumbosacral disc) and never relabel silently.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def assign_instances(semantic: Volume) -> InstanceResult:
             )
     if kept:
         flags.append(
-            {"flag": "transitional_unverified", "detail": "ribs are not segmented: L6/T13/11 rib pairs not checked"}
+            {"flag": "transitional_unverified", "detail": "ribs not checked (CT only): L6/T13/11 rib pairs not checked"}
         )
     return InstanceResult(semantic.with_array(out), levels, anchored, flags, volumes)
 

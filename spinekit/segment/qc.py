@@ -86,7 +86,8 @@ def spine_flags(spine: Volume, levels: list[int], levels_known: bool) -> list[di
     vertebrae = [v for v in levels if lb.is_vertebra(v) and v != lb.SACRUM]
     if levels_known and vertebrae:
         order = [v for v in lb.CRANIOCAUDAL_ORDER if v not in (lb.T13, lb.L6)]
-        span = order[order.index(min(vertebrae, key=order.index)) : order.index(24) + 1]
+        bottom = 24 if lb.SACRUM in levels else max(vertebrae, key=order.index)  # counted from the sacrum or a rib
+        span = order[order.index(min(vertebrae, key=order.index)) : order.index(bottom) + 1]
         missing = [v for v in span if v not in vertebrae]
         if missing:
             flags.append(flag("missing_levels", ", ".join(lb.VERTEBRA_NAMES[v] for v in missing)))

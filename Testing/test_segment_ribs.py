@@ -119,3 +119,17 @@ def test_real_ct_twelfth_ribs(shared_data):
     assert twelfth == {"left", "right"}
     sides = rib_sides(convert_labels(ts, "totalsegmentator").spine, read_volume(folder / "ct.nii.gz"))
     assert sides == {T12: twelfth}
+
+
+def test_training_phantoms_get_valid_ribs():
+    from spinekit.phantom.config import validate
+    from spinekit.segment.train import random_rib_levels
+
+    rng = np.random.default_rng(0)
+    with_t12 = 0
+    for _ in range(40):
+        for levels, transitional in (("T10-S1", None), ("T8-L2", "T13"), ("T11-L5", "L6"), ("L1-S1", None)):
+            ribs = random_rib_levels(levels, transitional, rng)
+            validate(PhantomConfig(levels=levels, transitional=transitional, rib_levels=ribs))  # raises if invalid
+            with_t12 += levels == "T10-S1" and "T12" in ribs
+    assert 28 <= with_t12 <= 40  # T12 keeps its ribs in about 9 of 10 phantoms

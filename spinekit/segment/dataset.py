@@ -195,8 +195,13 @@ def from_phantom(phantom, config: TaskConfig, name: str = "phantom") -> LabelMap
     return LabelMap(name, generation, target, image=normalise_real(image), bright=bright, tissue_lut=OUR_SPINE_TISSUES)
 
 
-def real_sources(data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = ()) -> list[LabelMap]:
-    """Label maps from ``../shared/data`` (whatever is present), skipping the names in ``holdout``."""
+def real_sources(
+    data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = (), sagittal_weight: float = 4.0
+) -> list[LabelMap]:
+    """Label maps from ``../shared/data`` (whatever is present), skipping the names in ``holdout``;
+    ``sagittal_weight``: the sampling weight of all sagittal MRI slices together."""
+    from functools import partial
+
     from spinekit.segment.sagittal2d import training_sources as sagittal_slices
 
     loaders: dict[str, Callable[[Path, TaskConfig], LabelMap | list[LabelMap] | None]] = {
@@ -204,7 +209,7 @@ def real_sources(data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = 
         "ct_dicom_t11_t12": _ct_dicom,
         "verse004_labels": _verse004,
         "mri_axial_dixon_L2L5": _dixon,
-        "mri_sagittal_2d": sagittal_slices,
+        "mri_sagittal_2d": partial(sagittal_slices, total_weight=sagittal_weight),
     }
     maps = []
     for name, loader in loaders.items():

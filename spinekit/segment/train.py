@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinekit import labels as lb
 from spinekit.errors import InputError
 from spinekit.segment.dataset import LabelMap, from_phantom, membership, real_sources, sample_patch
 from spinekit.segment.guidance import guidance_channels, simulate_clicks
@@ -52,6 +53,7 @@ class TrainSettings:
         extra_dirs: folders of saved corrections (``spinekit train --add``).
         real_source_weight: sampling weight of a real label map relative to one phantom (real maps carry organs
             and real anatomy that phantoms lack).
+        sagittal_weight: sampling weight of all real sagittal MRI slices together (``sagittal2d``), spine task.
     """
 
     task: str = "spine"
@@ -70,6 +72,7 @@ class TrainSettings:
     threads: int = 1
     extra_dirs: tuple[str, ...] = ()
     real_source_weight: float = 1.0
+    sagittal_weight: float = 4.0
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
 
 
@@ -102,7 +105,7 @@ def marginal_loss(logits, target, matrices, n_classes: int):
 
 
 def phantom_sources(config: TaskConfig, n: int, rng: np.random.Generator) -> list[LabelMap]:
-    """``n`` random phantoms (levels, size, curvature, fractures, lesions, transitional anatomy, CT or MR)."""
+    """``n`` random phantoms (levels, size, curvature, fractures, lesions, transitional anatomy, ribs, CT or MR)."""
     try:
         from spinekit.phantom import PhantomConfig, make_phantom
     except ImportError:  # the generator is optional for training; real label maps still work
@@ -124,10 +127,26 @@ def phantom_sources(config: TaskConfig, n: int, rng: np.random.Generator) -> lis
             else None,
             "transitional": [None, None, None, "L6", "T13"][int(rng.integers(5))],
         }
+        options["rib_levels"] = random_rib_levels(options["levels"], options["transitional"], rng)
         phantom = _make_phantom(PhantomConfig, make_phantom, options)
         if phantom is not None:
             sources.append(from_phantom(phantom, config, name=f"phantom{index}"))
     return sources
+
+
+def random_rib_levels(levels: str, transitional: str | None, rng: np.random.Generator) -> tuple[str, ...]:
+    """Ribs on every thoracic vertebra of a phantom (T13 included), in 1 of 10 also on L1 (a lumbar rib) and in 1
+    of 10 not on T12 (11 rib pairs): ribs are bone the spine network must leave out of the vertebrae."""
+    chain = lb.parse_level_range(levels)
+    if transitional == "T13" and 19 in chain and chain[-1] != 19:
+        chain.insert(chain.index(19) + 1, lb.T13)
+    ribs = [lb.VERTEBRA_NAMES[v] for v in chain if 8 <= v <= 19 or v == lb.T13]
+    draw = rng.random()
+    if draw < 0.1 and 20 in chain:
+        ribs.append("L1")
+    elif draw < 0.2 and "T12" in ribs and len(ribs) > 1:
+        ribs.remove("T12")
+    return tuple(ribs)
 
 
 def _sampling_weight(source: LabelMap, real_weight: float) -> float:
@@ -214,7 +233,7 @@ def train(
         network.load_state_dict(torch.load(finetune_from, map_location=device, weights_only=True))
     sources_rng = np.random.default_rng(settings.seed + 1)  # sources are the same however often we resume
     sources = phantom_sources(config, settings.n_phantoms, sources_rng)
-    real = real_sources(Path(settings.data_dir), config, tuple(settings.holdout))
+    real = real_sources(Path(settings.data_dir), config, tuple(settings.holdout), settings.sagittal_weight)
     for source in real:
         if source.name.split("/")[0] in settings.holdout_images:
             source.image = None

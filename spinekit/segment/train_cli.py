@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of samples synthesised in Hounsfield units (sources with a tissue table)",
     )  # fmt: skip
     parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of real label maps")
+    parser.add_argument(
+        "--sagittal-weight", type=float, default=TrainSettings.sagittal_weight,
+        help="sampling weight of all real sagittal MRI slices together (spine task)",
+    )  # fmt: skip
     parser.add_argument("--max-minutes", type=float, default=90.0, help="wall-clock budget; stops cleanly")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         task=args.task, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, n_phantoms=args.phantoms,
         data_dir=str(args.data_dir), holdout=tuple(h for h in args.holdout.split(",") if h),
         holdout_images=tuple(h for h in args.holdout_images.split(",") if h),
-        max_minutes=args.max_minutes, real_source_weight=args.real_weight,
+        max_minutes=args.max_minutes, real_source_weight=args.real_weight, sagittal_weight=args.sagittal_weight,
         synthesis=replace(
             SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction
         ), threads=args.threads,

@@ -17,7 +17,8 @@ Accuracy (real scans, ../shared/data; skipped when absent):
 - mri_sagittal_2d (validA slices, never trained on): each real sagittal MRI slice as a pseudo-3D slab
   (``spinekit.segment.sagittal2d``); Dice of vertebral bodies (vertebra + sacrum classes) and discs on the slab's
   centre plane, counted within 8 mm of the labelled column (the masks label bodies only, so the posterior elements
-  we segment are left out of the comparison).
+  we segment are left out of the comparison); levels are right when the lowest labelled disc (above the labelled S1
+  body) carries our L5/S1 label.
 
 Run: ``.venv/bin/python benchmarks/bench_segment.py [--models-dir DIR] [--threads 2]``.
 """
@@ -269,11 +270,13 @@ def sagittal_mri_accuracy(models_dir: str | None) -> dict:
                 "network_discs_dice": network_scores[1],
                 "bodies_dice": pipeline_scores[0],
                 "discs_dice": pipeline_scores[1],
+                "lumbosacral_disc_named": sagittal2d.lumbosacral_disc_named(item, full),
                 "qc_flags": [f["flag"] for f in result.qc["flags"]],
             }
         )
     means = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0] if key.endswith("dice")}
-    return {"mean": means, "slices": rows}
+    named = sum(r["lumbosacral_disc_named"] for r in rows)
+    return {"mean": means, "levels_from_the_sacrum_right": f"{named}/{len(rows)}", "slices": rows}
 
 
 def main() -> int:

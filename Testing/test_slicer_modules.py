@@ -247,10 +247,12 @@ def test_segment_qc_flags(tmp_path):
 
     flags = [{"flag": "missing_levels", "label": None, "detail": "L5"}, {"flag": "fragmented_label", "label": 23,
              "detail": "second component over 10% of the label"}]  # fmt: skip
-    (tmp_path / "segment.json").write_text(json.dumps({"qc": {"flags": flags}, "timings_s": {}}))
+    ribs = {"T11": ["left", "right"], "T12": ["right"]}
+    (tmp_path / "segment.json").write_text(json.dumps({"qc": {"flags": flags, "ribs": ribs}, "timings_s": {}}))
     assert segment_qc_flags(tmp_path) == [
         "missing_levels: L5",
         "fragmented_label (label 23): second component over 10% of the label",
+        "ribs on T11 (left and right), T12 (right)",
     ]
     assert "unknown" in segment_qc_flags(tmp_path / "nothing")[0]
 

@@ -91,7 +91,8 @@ def segment_arguments(
 
 
 def segment_qc_flags(out: Path) -> list[str]:
-    """QC flags of ``out/segment.json`` (``{"qc": {"flags": [{"flag", "label", "detail"}]}}``) as text lines."""
+    """QC flags of ``out/segment.json`` (``{"qc": {"flags": [{"flag", "label", "detail"}]}}``) as text lines, then
+    the rib-bearing vertebrae found on CT (``qc["ribs"]``: name -> sides), which say whether the count was checked."""
     path = Path(out) / "segment.json"
     if not path.is_file():
         return [f"no segment.json in {out}: quality flags unknown"]
@@ -100,6 +101,9 @@ def segment_qc_flags(out: Path) -> list[str]:
     for item in report.get("qc", {}).get("flags", []):
         label = f" (label {item['label']})" if item.get("label") not in (None, "") else ""
         lines.append(f"{item.get('flag', '?')}{label}: {item.get('detail', '')}".rstrip(": "))
+    ribs = report.get("qc", {}).get("ribs")
+    if ribs:
+        lines.append("ribs on " + ", ".join(f"{name} ({' and '.join(sides)})" for name, sides in ribs.items()))
     return lines
 
 

@@ -133,3 +133,13 @@ def test_training_phantoms_get_valid_ribs():
             validate(PhantomConfig(levels=levels, transitional=transitional, rib_levels=ribs))  # raises if invalid
             with_t12 += levels == "T10-S1" and "T12" in ribs
     assert 28 <= with_t12 <= 40  # T12 keeps its ribs in about 9 of 10 phantoms
+
+
+def test_phantom_ribs_are_bone_in_the_image_only():
+    with_ribs, without = rib_phantom("T11-S1", ("T11", "T12")), rib_phantom("T11-S1", ())
+    assert np.array_equal(with_ribs.spine.array, without.spine.array)  # no spine label on a rib
+    rib = (with_ribs.image.array >= 150) & (without.image.array < 150)
+    rib_mm3 = rib.sum() * with_ribs.image.voxel_volume_mm3
+    # four tubes of radius 4 mm and about 130 mm: 4 x pi x 16 x 130 = 26 cm^3, less where they meet the vertebra
+    assert 18_000 < rib_mm3 < 30_000
+    assert not (with_ribs.muscles.array[rib] > 0).any()  # a rib displaces muscle

@@ -58,6 +58,22 @@ def test_one_sided_rib_is_reported_on_its_side():
     assert sides == {T11: {"right"}, T12: {"right"}}
 
 
+def test_contrast_filled_aorta_with_renal_branch_is_not_a_rib():
+    phantom = rib_phantom("T11-S1", ())
+    image = phantom.image.array.copy()
+    vertebra = phantom.model.vertebrae["L2"]
+    centre = vertebra.pose.origin  # LPS centre of the L2 body
+    k, j, i = np.indices(image.shape)
+    x, y, z = phantom.image.index_to_lps(np.stack([i, j, k], axis=-1).reshape(-1, 3).astype(float)).T.reshape(
+        3, *image.shape
+    )
+    aorta_x, aorta_y = centre[0] + 15, centre[1] - vertebra.depth / 2 - 11  # radius 11 mm, on the front of the bodies
+    aorta = ((x - aorta_x) ** 2 + (y - aorta_y) ** 2 <= 11**2) & (np.abs(z - centre[2]) <= 70)
+    renal = (np.abs(z - centre[2]) <= 3) & (np.abs(y - aorta_y) <= 3) & (x >= aorta_x) & (x <= aorta_x + 90)
+    image[(aorta | renal) & (image < 250)] = 250  # arterial-phase contrast, 90 mm out to the left kidney
+    assert rib_sides(phantom.spine, phantom.image.with_array(image)) == {}
+
+
 def test_normal_count_is_confirmed_by_the_ribs():
     phantom = rib_phantom("T11-S1", ("T11", "T12"))
     instances, found = check_levels(counted(phantom), phantom.image)

@@ -1,9 +1,10 @@
 """Rib-bearing vertebrae on CT, and what they tell about the level count.
 
 With 12 rib pairs, T12 is the lowest vertebra that carries ribs. Ribs are found from the CT itself, without a rib
-class in our networks: bone (HU >= :data:`RIB_MIN_HU`) outside every spine label that touches a vertebra and runs
-far out laterally, which no transverse process does. The heads of ribs 11 and 12 articulate with their own
-vertebra's body only (Standring 2020, Gray's Anatomy), so the vertebra a rib touches most is the one that bears it.
+class in our networks: bone (HU >= :data:`RIB_MIN_HU`) outside every spine label that touches a vertebra at the back
+of its body (not in front, where a contrast-filled aorta lies) and runs far out laterally, which no transverse process
+does. The heads of ribs 11 and 12 articulate with their own vertebra's body only (Standring 2020, Gray's Anatomy),
+so the vertebra a rib touches most is the one that bears it.
 
 What the ribs then say (``check_levels``), never relabelling a sacrum-counted spine silently:
 
@@ -35,6 +36,10 @@ RIB_CONTACT_MM = 6.0
 #: A rib reaches at least this far (mm) from the body's midline sideways: lumbar transverse-process tips end
 #: 35-45 mm from it (L3, the longest: about 80-90 mm tip to tip; Standring 2020), a 12th rib goes on to 70-150 mm.
 RIB_MIN_LATERAL_MM = 50.0
+#: Rib heads meet the body at its posterolateral corner and the transverse process (Standring 2020), 3-20 mm behind
+#: the centre of the whole vertebra (phantoms and ../shared/data/ct_lumbar_3mm); bright parts meeting the vertebra
+#: farther forward are vessels (a contrast-filled aorta on the front of the bodies, with its renal branches).
+RIB_HEAD_MAX_FORWARD_MM = 10.0
 #: Smaller bone parts are transverse-process fragments or noise, not ribs (mm^3; a 12th rib is 2-10 cm^3).
 RIB_MIN_MM3 = 500.0
 #: Larger parts are pelvis or rib cage fused at a joint, not one rib (mm^3).
@@ -68,8 +73,8 @@ def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     touching = np.unique(parts[(gap <= RIB_CONTACT_MM) & (parts > 0)])
     voxel = spine.voxel_volume_mm3
 
-    def x_mm(mask: np.ndarray) -> np.ndarray:
-        return spine.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))[:, 0]
+    def lps(mask: np.ndarray) -> np.ndarray:
+        return spine.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))
 
     out: dict[int, set[str]] = {}
     for index in touching:
@@ -79,9 +84,11 @@ def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
         contact = np.argwhere(part & (gap <= RIB_CONTACT_MM))
         owners = array[tuple(nearest[:, contact[:, 0], contact[:, 1], contact[:, 2]])]
         owner = int(np.bincount(owners).argmax())
-        dx = x_mm(part) - x_mm(array == owner).mean()
+        centre = lps(array == owner).mean(axis=0)
+        dx = lps(part)[:, 0] - centre[0]
         lateral = dx[np.argmax(np.abs(dx))]
-        if abs(lateral) >= RIB_MIN_LATERAL_MM:
+        behind = lps(part & (gap <= RIB_CONTACT_MM))[:, 1].mean() - centre[1]  # LPS +y = posterior
+        if abs(lateral) >= RIB_MIN_LATERAL_MM and behind >= -RIB_HEAD_MAX_FORWARD_MM:
             out.setdefault(owner, set()).add("left" if lateral > 0 else "right")  # LPS +x = patient left
     return out
 

@@ -440,14 +440,3 @@ def test_noise_is_told_apart_from_anatomy():
 
     phantom = make_phantom(PhantomConfig(modality="t2", levels="L3-L5", spacing=(2.0, 2.0, 4.0))).image
     assert qc.noise_only(phantom) is None
-
-
-def test_edge_padding_repeats_cut_ends_per_task():
-    from spinekit.segment.inference import EDGE_PAD_MM, MUSCLE_EDGE_PAD_MM, _edge_padding
-
-    whole, inner = (slice(0, 40), slice(0, 9), slice(0, 9)), (slice(3, 30), slice(0, 9), slice(0, 9))
-    spine, muscles = task_config("spine"), task_config("muscles")
-    assert _edge_padding(whole, (40, 9, 9), spine)[0] == (0, round(EDGE_PAD_MM / spine.spacing_mm))  # cranial only
-    n = round(MUSCLE_EDGE_PAD_MM / muscles.spacing_mm)
-    assert _edge_padding(whole, (40, 9, 9), muscles)[0] == (n, n) and n >= 1
-    assert _edge_padding(inner, (40, 9, 9), muscles) == [(0, 0)] * 3  # the body ends inside the scan: no padding

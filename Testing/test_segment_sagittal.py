@@ -6,7 +6,7 @@ import numpy as np
 
 from spinekit.io import Volume
 from spinekit.segment import sagittal2d as s2
-from spinekit.segment.inference import EDGE_PAD_MM, _edge_padding, body_roi
+from spinekit.segment.inference import EDGE_PAD_MM, MUSCLE_EDGE_PAD_MM, _edge_padding, body_roi
 
 N_CLASSES = 5  # spine task: background, vertebra, sacrum, disc, canal
 
@@ -73,7 +73,7 @@ def test_body_roi_keeps_every_large_part_of_the_body():
     assert roi[0].stop < 60 and roi[1].start >= 8  # not the speck
 
 
-def test_edge_padding_only_at_the_cranial_edge_for_the_spine():
+def test_edge_padding_cranial_for_the_spine_both_ends_for_the_muscles():
     from spinekit.segment.networks import task_config
 
     shape = (40, 30, 30)
@@ -82,4 +82,7 @@ def test_edge_padding_only_at_the_cranial_edge_for_the_spine():
     spine, muscles = task_config("spine"), task_config("muscles")
     assert _edge_padding(at_top, shape, spine) == [(0, round(EDGE_PAD_MM / spine.spacing_mm)), (0, 0), (0, 0)]
     assert _edge_padding(inside, shape, spine) == [(0, 0), (0, 0), (0, 0)]
-    assert _edge_padding(at_top, shape, muscles) == [(0, 0), (0, 0), (0, 0)]
+    n = round(MUSCLE_EDGE_PAD_MM / muscles.spacing_mm)
+    assert n >= 1 and _edge_padding(at_top, shape, muscles) == [(0, n), (0, 0), (0, 0)]
+    assert _edge_padding(inside, shape, muscles) == [(n, 0), (0, 0), (0, 0)]
+    assert _edge_padding((slice(3, 30), *at_top[1:]), shape, muscles) == [(0, 0), (0, 0), (0, 0)]

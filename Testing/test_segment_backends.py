@@ -54,6 +54,8 @@ def test_totalsegmentator_backend_maps_its_real_outputs(tmp_path, monkeypatch, s
     assert lb.disc_label(lb.parse_level("L4")) in discs and len(discs) >= 5  # discs from the vertebrae_body task
     assert {1, 2} <= set(np.unique(muscles).tolist())  # iliopsoas -> psoas left and right
     assert result.qc["backend"] == "totalsegmentator"
+    assert result.qc["ribs"] == {"T12": ["left", "right"]}  # its level names checked against the ribs in the CT
+    assert not {"transitional_unverified", "rib_on_lumbar", "no_rib_on_T12"} & {f["flag"] for f in result.qc["flags"]}
 
 
 def test_nnunet_backend_maps_dataset_labels(tmp_path, monkeypatch):

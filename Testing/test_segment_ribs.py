@@ -159,3 +159,18 @@ def test_phantom_ribs_are_bone_in_the_image_only():
     # four tubes of radius 4 mm and about 130 mm: 4 x pi x 16 x 130 = 26 cm^3, less where they meet the vertebra
     assert 18_000 < rib_mm3 < 30_000
     assert not (with_ribs.muscles.array[rib] > 0).any()  # a rib displaces muscle
+
+
+def test_levels_named_by_another_tool_are_checked_against_the_ribs(shared_data):
+    from spinekit.segment.ribs import check_named_levels
+
+    folder = shared_data / "ct_lumbar_3mm"
+    spine = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator").spine
+    image = read_volume(folder / "ct.nii.gz")
+    flags, found = check_named_levels(spine, image)
+    assert found == {"T12": ["left", "right"]} and not flags  # TotalSegmentator's own names: checked, consistent
+    shifted = spine.array.copy()
+    for level in range(24, 18, -1):  # a tool that calls T12 "L1" (and L5 "L6")
+        shifted[spine.array == level] = level + 1
+    flags, found = check_named_levels(spine.with_array(shifted), image)
+    assert found == {"L1": ["left", "right"]} and "rib_on_lumbar" in {f["flag"] for f in flags}

@@ -17,7 +17,7 @@ from spinekit.segment.column import clean_columns
 from spinekit.segment.inference import predict, to_network_grid
 from spinekit.segment.instances import assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import load_model
-from spinekit.segment.ribs import check_levels
+from spinekit.segment.ribs import check_levels, check_named_levels
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ def segment_image(
     else:
         result = engine.segment(image, tuple(targets), resolved, device, progress)
     result.qc.setdefault("flags", [])
+    if backend != "spinekit" and resolved == "ct" and result.spine is not None:  # ours checks its own count
+        rib_flags, result.qc["ribs"] = check_named_levels(result.spine, image)
+        result.qc["flags"].extend(rib_flags)
     result.qc["modality"] = resolved
     result.qc["backend"] = backend
     result.timings["total_s"] = time.perf_counter() - start

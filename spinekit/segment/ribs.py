@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from spinekit import labels as lb
-from spinekit.io import Volume
+from spinekit.io import Volume, resample_like
 from spinekit.segment.instances import InstanceResult
 
 #: Bone threshold (HU): lower-rib cortex and marrow at 1-3 mm voxels stay above it, soft tissue and contrast-free
@@ -111,6 +111,24 @@ def check_levels(instances: InstanceResult, hounsfield: Volume) -> tuple[Instanc
             sides = {mapping[v]: s for v, s in sides.items()}
     found = {lb.VERTEBRA_NAMES.get(v, str(v)): sorted(s) for v, s in sorted(sides.items())}
     return instances, found
+
+
+def check_named_levels(
+    spine: Volume, image: Volume, spacing_mm: float = 3.0
+) -> tuple[list[dict], dict[str, list[str]]]:
+    """Flags and rib sides for a spine whose levels another tool named (TotalSegmentator, nnU-Net), on CT in HU.
+
+    Both go to a ``spacing_mm`` LPS grid first, as our own networks see them (the distance transforms stay small).
+    """
+    from spinekit.segment.inference import to_network_grid
+
+    hounsfield = to_network_grid(image, spacing_mm)
+    labels = resample_like(spine, hounsfield, is_label=True)
+    levels = [v for v in lb.CRANIOCAUDAL_ORDER if (labels.array == v).any()]
+    if not any(v != lb.SACRUM for v in levels):
+        return [], {}
+    instances, found = check_levels(InstanceResult(labels, levels=levels, levels_known=True), hounsfield)
+    return instances.flags, found
 
 
 def _checked_flags(instances: InstanceResult, sides: dict[int, set[str]]) -> list[dict]:

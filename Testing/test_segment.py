@@ -440,3 +440,14 @@ def test_noise_is_told_apart_from_anatomy():
 
     phantom = make_phantom(PhantomConfig(modality="t2", levels="L3-L5", spacing=(2.0, 2.0, 4.0))).image
     assert qc.noise_only(phantom) is None
+
+
+def test_every_quality_flag_is_documented():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "".join(p.read_text() for p in (root / "spinekit" / "segment").glob("*.py"))
+    emitted = set(re.findall(r'flag\(\s*"([a-z_0-9A-Z]+)"', code)) | set(re.findall(r'"flag": "([a-z_0-9A-Z]+)"', code))
+    documented = set(re.findall(r"^\| `([a-z_0-9A-Z]+)` \|", (root / "docs" / "qc_flags.md").read_text(), re.M))
+    assert len(emitted) > 15 and emitted <= documented, emitted - documented

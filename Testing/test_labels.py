@@ -49,3 +49,13 @@ def test_unknown_level_instances_have_names():
     assert not lb.is_vertebra(201) and lb.is_unknown_vertebra(201)
     with pytest.raises(LabelError, match="unknown-level"):
         lb.spine_label_info(251)
+
+
+def test_vertebra_and_disc_masks_cover_levelled_and_unknown_labels():
+    import numpy as np
+
+    values = np.array([0, 1, 24, 25, 26, 28, 60, 101, 124, 128, 201, 230, 301, 330, 21])
+    vertebra = lb.vertebra_mask(values)
+    assert values[vertebra].tolist() == [1, 24, 25, 28, 201, 230, 21]
+    assert lb.SACRUM in values[lb.vertebra_mask(values, sacrum=True)]
+    assert values[lb.disc_mask(values)].tolist() == [101, 124, 128, 301, 330]

@@ -41,9 +41,7 @@ def test_real_sagittal_mri_bodies_and_discs(shared_data):
         volume = sagittal2d.slab(item.image)
         spine = sagittal2d.centre_plane(resample_like(segment_image(volume, ("spine",)).spine, volume, is_label=True))
         named += sagittal2d.lumbosacral_disc_named(item, spine)
-        bone = ((spine >= 1) & (spine <= 28)) | ((spine > 200) & (spine < 300))
-        disc = ((spine > 100) & (spine < 129)) | ((spine > 300) & (spine < 400))
-        body_dice, disc_dice = sagittal2d.column_dice(item, bone, disc)
+        body_dice, disc_dice = sagittal2d.column_dice(item, lb.vertebra_mask(spine, sacrum=True), lb.disc_mask(spine))
         bodies.append(body_dice)
         discs.append(disc_dice)
     assert len(bodies) == 5

@@ -146,9 +146,9 @@ def phantom_accuracy(models_dir: str | None) -> dict:
         levels = [v for v in np.unique(t) if lb.is_vertebra(int(v)) and v != lb.SACRUM]
         m, tm = result.muscles.array, phantom.muscles.array
         out[modality] = {
-            "vertebrae_dice": _dice((p >= 1) & (p <= 25) | ((p > 200) & (p < 300)), (t >= 1) & (t <= 25)),
+            "vertebrae_dice": _dice(lb.vertebra_mask(p), (t >= 1) & (t <= 25)),
             "sacrum_dice": _dice(p == lb.SACRUM, t == lb.SACRUM),
-            "discs_dice": _dice(((p > 100) & (p < 129)) | ((p > 300) & (p < 400)), (t > 100) & (t < 129)),
+            "discs_dice": _dice(lb.disc_mask(p), (t > 100) & (t < 129)),
             "canal_dice": _dice(p == lb.CANAL, np.isin(t, [lb.CANAL, lb.CORD])),
             "levels_identified": f"{sum(_dice(p == v, t == v) > 0.5 for v in levels)}/{len(levels)}",
             "muscle_dice": {lb.MUSCLES[v].name: _dice(m == v, tm == v) for v in range(1, 9)},
@@ -195,11 +195,10 @@ def accuracy(models_dir: str | None) -> dict:
         body = read_labels(folder / "totalseg_vertebrae_body.nii.gz").array
         pred = result.spine.array
         t = truth.spine.array
-        is_vert = lambda a: (((a >= 1) & (a <= 28)) | ((a > 200) & (a < 300))) & (a != lb.SACRUM)  # noqa: E731
         ct = {
-            "vertebrae_dice": _dice(is_vert(pred), (t >= 1) & (t <= 25)),
+            "vertebrae_dice": _dice(lb.vertebra_mask(pred), (t >= 1) & (t <= 25)),
             "sacrum_dice": _dice(pred == lb.SACRUM, t == lb.SACRUM),
-            "discs_dice": _dice(((pred > 100) & (pred < 129)) | ((pred > 300) & (pred < 400)), body == 2),
+            "discs_dice": _dice(lb.disc_mask(pred), body == 2),
         }
         per_level, identified = {}, 0
         levels = [v for v in np.unique(t) if 1 <= v <= 25]
@@ -245,6 +244,7 @@ def accuracy(models_dir: str | None) -> dict:
 
 def sagittal_mri_accuracy(models_dir: str | None) -> dict:
     """Bodies and discs on the held-out real sagittal MRI slices (see module docstring), network and pipeline."""
+    from spinekit import labels as lb
     from spinekit.io import resample_like
     from spinekit.segment import sagittal2d
     from spinekit.segment.api import segment_image
@@ -259,10 +259,8 @@ def sagittal_mri_accuracy(models_dir: str | None) -> dict:
         raw = sagittal2d.centre_plane(resample_like(predict(network, config, volume).labels, volume, is_label=True))
         result = segment_image(volume, ("spine",), **options)
         full = sagittal2d.centre_plane(resample_like(result.spine, volume, is_label=True))
-        bone = ((full >= 1) & (full <= 28)) | ((full > 200) & (full < 300))
-        disc = ((full > 100) & (full < 129)) | ((full > 300) & (full < 400))
         network_scores = sagittal2d.column_dice(item, np.isin(raw, [1, 2]), raw == 3)
-        pipeline_scores = sagittal2d.column_dice(item, bone, disc)
+        pipeline_scores = sagittal2d.column_dice(item, lb.vertebra_mask(full, sacrum=True), lb.disc_mask(full))
         rows.append(
             {
                 "slice": item.name,

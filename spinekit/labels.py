@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from spinekit.errors import LabelError
 
 CANAL = 60
@@ -116,6 +118,18 @@ def is_unknown_vertebra(value: int) -> bool:
 
 def is_unknown_disc(value: int) -> bool:
     return UNKNOWN_DISC_OFFSET < value <= UNKNOWN_DISC_OFFSET + MAX_UNKNOWN
+
+
+def vertebra_mask(array: np.ndarray, sacrum: bool = False) -> np.ndarray:
+    """Voxels of vertebrae with a level (VerSe 1-25, 28) or of unknown level (201, 202, ...); the sacrum if asked."""
+    levelled = (array >= 1) & (array <= T13) & (array != 27) & (sacrum | (array != SACRUM))
+    return levelled | ((array > UNKNOWN_VERTEBRA_OFFSET) & (array <= UNKNOWN_VERTEBRA_OFFSET + MAX_UNKNOWN))
+
+
+def disc_mask(array: np.ndarray) -> np.ndarray:
+    """Voxels of discs with a level (101-128) or of unknown level (301, 302, ...)."""
+    levelled = (array > DISC_OFFSET) & (array <= DISC_OFFSET + T13)
+    return levelled | ((array > UNKNOWN_DISC_OFFSET) & (array <= UNKNOWN_DISC_OFFSET + MAX_UNKNOWN))
 
 
 def is_vertebra(value: int) -> bool:

@@ -89,7 +89,8 @@ class InstanceResult:
     volumes_mm3: dict[int, float] = field(default_factory=dict)
 
 
-def _coords_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
+def coords_mm(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    """LPS positions (mm, N x 3) of a mask's voxels."""
     idx = np.argwhere(mask)
     return volume.index_to_lps(idx[:, ::-1].astype(float)) if len(idx) else np.zeros((0, 3))
 
@@ -107,7 +108,7 @@ def components(mask: np.ndarray, voxel_mm3: float, min_mm3: float, max_count: in
 def _disc_planes(volume: Volume, discs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     planes = []
     for disc in discs:
-        points = _coords_mm(volume, disc)
+        points = coords_mm(volume, disc)
         centre = points.mean(axis=0)
         _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
         normal = vt[-1]
@@ -126,7 +127,7 @@ def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
     """
     if len(discs) < 2:
         return discs
-    centres = np.stack([_coords_mm(volume, d).mean(axis=0) for d in discs])
+    centres = np.stack([coords_mm(volume, d).mean(axis=0) for d in discs])
     sizes = np.array([d.sum() for d in discs])
     chain = [int(np.argmax(sizes))]
     for direction in (1.0, -1.0):
@@ -181,7 +182,7 @@ def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -
         _, nearest = ndimage.distance_transform_edt(markers == 0, sampling=volume.spacing[::-1], return_indices=True)
         grown = markers[tuple(nearest)] * bone
         parts = [grown == i for i in range(1, len(seeds) + 1)]
-        parts.sort(key=lambda m: -_coords_mm(volume, m)[:, 2].mean())
+        parts.sort(key=lambda m: -coords_mm(volume, m)[:, 2].mean())
         return parts
     planes = _disc_planes(volume, discs)
     idx = np.argwhere(bone)
@@ -206,7 +207,7 @@ def split_vertebrae(volume: Volume, bone: np.ndarray, discs: list[np.ndarray]) -
 
 def _sacrum_length_mm(volume: Volume, bone: np.ndarray) -> float:
     """Cranio-caudal extent (mm, LPS z) of ``bone``, zero when empty."""
-    points = _coords_mm(volume, bone)
+    points = coords_mm(volume, bone)
     return float(np.ptp(points[:, 2])) if len(points) else 0.0
 
 
@@ -215,7 +216,7 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     array = semantic.array
     voxel = semantic.voxel_volume_mm3
     discs = components(array == DISC, voxel, MIN_DISC_MM3)
-    discs.sort(key=lambda m: -_coords_mm(semantic, m)[:, 2].mean())
+    discs.sort(key=lambda m: -coords_mm(semantic, m)[:, 2].mean())
     chain = disc_chain(semantic, discs)
     if len(chain) < len(discs):
         log.info("%d disc components off the spinal chain dropped", len(discs) - len(chain))
@@ -243,8 +244,8 @@ def assign_instances(semantic: Volume) -> InstanceResult:
     # Bone below the lowest disc on top of a detected sacrum is sacrum (misclassified ala or S1 body).
     anchored = False
     if sacrum is not None and discs:
-        lowest_centre = _coords_mm(semantic, discs[-1]).mean(axis=0)
-        sacrum_points = _coords_mm(semantic, sacrum)
+        lowest_centre = coords_mm(semantic, discs[-1]).mean(axis=0)
+        sacrum_points = coords_mm(semantic, sacrum)
         gap = np.min(np.linalg.norm(sacrum_points - lowest_centre, axis=1))
         anchored = gap <= SACRUM_CONTACT_MM
         if anchored:

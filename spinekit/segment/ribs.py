@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from spinekit import labels as lb
 from spinekit.io import Volume, resample_like
-from spinekit.segment.instances import InstanceResult
+from spinekit.segment.instances import InstanceResult, coords_mm
 
 #: Bone threshold (HU): lower-rib cortex and marrow at 1-3 mm voxels stay above it, soft tissue and contrast-free
 #: vessels below it (trabecular bone 100-300 HU; Schreiber et al. 2011, J Bone Joint Surg Am 93:1057).
@@ -46,11 +46,6 @@ RIB_MIN_MM3 = 500.0
 RIB_MAX_MM3 = 80_000.0
 
 
-def _is_vertebra(array: np.ndarray) -> np.ndarray:
-    known = (array >= 1) & (array <= 28) & (array != lb.SACRUM)
-    return known | ((array > lb.UNKNOWN_VERTEBRA_OFFSET) & (array <= lb.UNKNOWN_VERTEBRA_OFFSET + lb.MAX_UNKNOWN))
-
-
 def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     """Vertebra label -> the sides ("left", "right") on which a rib articulates; CT in HU on the spine's grid.
 
@@ -58,7 +53,7 @@ def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     """
     array = spine.array
     spacing_kji = tuple(spine.spacing[::-1])
-    vertebra = _is_vertebra(array)
+    vertebra = lb.vertebra_mask(array)
     if not vertebra.any():
         return {}
     gap, nearest = ndimage.distance_transform_edt(~vertebra, sampling=spacing_kji, return_indices=True)
@@ -72,22 +67,18 @@ def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     parts, _ = ndimage.label(bone, np.ones((3, 3, 3)))
     touching = np.unique(parts[(gap <= RIB_CONTACT_MM) & (parts > 0)])
     voxel = spine.voxel_volume_mm3
-
-    def lps(mask: np.ndarray) -> np.ndarray:
-        return spine.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))
-
     out: dict[int, set[str]] = {}
     for index in touching:
         part = parts == index
         if not RIB_MIN_MM3 <= part.sum() * voxel <= RIB_MAX_MM3 or (part & near_sacrum).any():
             continue
-        contact = np.argwhere(part & (gap <= RIB_CONTACT_MM))
-        owners = array[tuple(nearest[:, contact[:, 0], contact[:, 1], contact[:, 2]])]
+        contact = part & (gap <= RIB_CONTACT_MM)
+        owners = array[tuple(nearest[:, contact])]
         owner = int(np.bincount(owners).argmax())
-        centre = lps(array == owner).mean(axis=0)
-        dx = lps(part)[:, 0] - centre[0]
+        centre = coords_mm(spine, array == owner).mean(axis=0)
+        dx = coords_mm(spine, part)[:, 0] - centre[0]
         lateral = dx[np.argmax(np.abs(dx))]
-        behind = lps(part & (gap <= RIB_CONTACT_MM))[:, 1].mean() - centre[1]  # LPS +y = posterior
+        behind = coords_mm(spine, contact)[:, 1].mean() - centre[1]  # LPS +y = posterior
         if abs(lateral) >= RIB_MIN_LATERAL_MM and behind >= -RIB_HEAD_MAX_FORWARD_MM:
             out.setdefault(owner, set()).add("left" if lateral > 0 else "right")  # LPS +x = patient left
     return out
@@ -172,9 +163,9 @@ def _numbered_from_ribs(
     out = array.copy()
     for old, new in mapping.items():
         out[array == old] = new
-    z_of = {v: _centre_z(instances.spine, array == v) for v in unknown}
+    z_of = {v: coords_mm(instances.spine, array == v)[:, 2].mean() for v in unknown}  # LPS +z = superior
     for disc in [int(v) for v in np.unique(array) if lb.is_unknown_disc(int(v))]:
-        z = _centre_z(instances.spine, array == disc)
+        z = coords_mm(instances.spine, array == disc)[:, 2].mean()
         above = [v for v in unknown if z_of[v] > z]
         below = [v for v in unknown if z_of[v] <= z]
         upper = mapping[max(above)] if above else order[order.index(mapping[min(below)]) - 1]
@@ -193,8 +184,3 @@ def _numbered_from_ribs(
         volumes_mm3={mapping.get(v, v): vol for v, vol in instances.volumes_mm3.items()},
     )
     return numbered, mapping
-
-
-def _centre_z(volume: Volume, mask: np.ndarray) -> float:
-    """Mean LPS z (mm, superior positive) of a mask."""
-    return float(volume.index_to_lps(np.argwhere(mask)[:, ::-1].astype(float))[:, 2].mean())

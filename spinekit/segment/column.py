@@ -95,24 +95,26 @@ def column_axis_x(volume: Volume, classes: np.ndarray) -> np.ndarray:
 
 
 def column_component(semantic: Volume, classes: np.ndarray, midline_x: np.ndarray | None = None) -> np.ndarray:
-    """The connected part of the spine classes that holds the most canal (the largest part when no canal is seen).
+    """The connected part of the spine classes that holds the most canal and disc (the largest part when neither is
+    seen).
 
-    The canal defines the column: bone and disc around it are the spine, while a bright organ beside it (kidneys on
-    water-weighted MRI were read as vertebrae with discs and canal) may be larger but lies off the body's midline:
-    with ``midline_x`` (``qc.body_midline_x``), parts farther than ``qc.MAX_COLUMN_OFFSET_MM`` from it are not
-    candidates.
+    Canal and discs define the column: bone around them is the spine, while a bright organ beside it (kidneys on
+    water-weighted MRI were read as vertebrae with discs and canal) may be larger but lies off the body's midline.
+    Canal alone was not enough: on a sagittal MRI slice a posterior blob held more of a fragmented canal than the
+    column with all the discs. With ``midline_x`` (``qc.body_midline_x``), parts farther than
+    ``qc.MAX_COLUMN_OFFSET_MM`` from it are not candidates.
     """
     parts, n = ndimage.label(classes > 0)
     if n == 0:
         return np.zeros(classes.shape, dtype=bool)
     labels = np.arange(1, n + 1)
-    canal = ndimage.sum_labels(classes == CANAL, parts, labels)
+    defining = ndimage.sum_labels((classes == CANAL) | (classes == DISC), parts, labels)
     size = ndimage.sum_labels(classes > 0, parts, labels)
     if midline_x is not None:
         beside = [qc.offset_from_midline_mm(semantic, parts == i, midline_x) > qc.MAX_COLUMN_OFFSET_MM for i in labels]
         if not all(beside):
-            canal[beside], size[beside] = -1, -1
-    score = canal if canal.max() > 0 else size
+            defining[beside], size[beside] = -1, -1
+    score = defining if defining.max() > 0 else size
     return parts == int(np.argmax(score)) + 1
 
 

@@ -100,9 +100,9 @@ class SpinekitBackend:
                 hounsfield = grids[config.spacing_mm] if modality == "ct" else None
                 midline_x = qc.body_midline_x(grids[config.spacing_mm])
                 semantic = clean_columns(prediction.labels, hounsfield, midline_x)
-                instances = assign_instances(semantic)
+                instances, ribs = assign_instances(semantic), None
                 if hounsfield is not None:
-                    instances, result.qc["ribs"] = check_levels(instances, hounsfield)
+                    instances, ribs = check_levels(instances, hounsfield)
                 plausible = [
                     v for v, vol in instances.volumes_mm3.items()
                     if v != 26 and qc.VERTEBRA_VOLUME_MM3[0] <= vol <= qc.VERTEBRA_VOLUME_MM3[1]
@@ -136,6 +136,8 @@ class SpinekitBackend:
                         flags.append(low)
                     spine = spine.with_array(np.zeros_like(spine.array))
                 result.qc["levels"] = [int(v) for v in instances.levels] if spine_found else []
+                if ribs is not None:
+                    result.qc["ribs"] = ribs if spine_found else {}
                 result.qc["levels_known"] = bool(instances.levels_known and spine_found)
                 result.spine = to_image_grid(spine, image)
             else:

@@ -68,7 +68,8 @@ MIN_RELATIVE_STEP = 0.6
 #: with only discs under SACRAL_REMNANT_SHARE of the lumbar size (the median of those three) below it (at most
 #: MAX_SACRAL_REMNANTS), is the sacral base and the discs below are inside the sacrum. Chosen looking at the disc
 #: chains of all 18 labelled slices of ../shared/data/mri_sagittal_2d (trainA and validA, so the validA gain is not
-#: independent): it fires on three validA slices and one trainA slice, each time at the labelled L5/S1 disc.
+#: independent): with the spine-s22 weights it fired on three validA slices and one trainA slice, each time at the
+#: labelled L5/S1 disc.
 SACRAL_BASE_TILT_STEP_DEG = 15.0
 SACRAL_REMNANT_SHARE = 0.6
 MAX_SACRAL_REMNANTS = 3
@@ -155,8 +156,10 @@ def disc_chain(volume: Volume, discs: list[np.ndarray]) -> list[np.ndarray]:
 def sacral_remnants(volume: Volume, discs: list[np.ndarray]) -> int:
     """How many discs at the caudal end of a chain (cranial first) lie inside the sacrum, below the sacral base
     (see ``SACRAL_BASE_TILT_STEP_DEG``); 0 when the chain ends at the sacral base or it cannot be told."""
+    if len(discs) < 5:  # three discs above the base, the base, one below
+        return 0
     normals = np.array([normal for _, normal in _disc_planes(volume, discs)])
-    tilt = np.degrees(np.arccos(np.clip(np.abs(normals[:, 2]), 0.0, 1.0))) if len(discs) else np.zeros(0)
+    tilt = np.degrees(np.arccos(np.clip(np.abs(normals[:, 2]), 0.0, 1.0)))
     sizes = np.array([d.sum() for d in discs])
     for below in range(1, MAX_SACRAL_REMNANTS + 1):
         base = len(discs) - 1 - below

@@ -196,12 +196,13 @@ def from_phantom(phantom, config: TaskConfig, name: str = "phantom") -> LabelMap
 
 
 def real_sources(
-    data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = (), sagittal_weight: float = 4.0
+    data_dir: Path, config: TaskConfig, holdout: tuple[str, ...] = (), sagittal_weight: float | None = None
 ) -> list[LabelMap]:
     """Label maps from ``../shared/data`` (whatever is present), skipping the names in ``holdout``;
-    ``sagittal_weight``: the sampling weight of all sagittal MRI slices together."""
+    ``sagittal_weight``: the sampling weight of all sagittal MRI slices together (None: ``sagittal2d.TOTAL_WEIGHT``)."""
     from functools import partial
 
+    from spinekit.segment.sagittal2d import TOTAL_WEIGHT
     from spinekit.segment.sagittal2d import training_sources as sagittal_slices
 
     loaders: dict[str, Callable[[Path, TaskConfig], LabelMap | list[LabelMap] | None]] = {
@@ -209,7 +210,7 @@ def real_sources(
         "ct_dicom_t11_t12": _ct_dicom,
         "verse004_labels": _verse004,
         "mri_axial_dixon_L2L5": _dixon,
-        "mri_sagittal_2d": partial(sagittal_slices, total_weight=sagittal_weight),
+        "mri_sagittal_2d": partial(sagittal_slices, total_weight=sagittal_weight or TOTAL_WEIGHT),
     }
     maps = []
     for name, loader in loaders.items():

@@ -161,7 +161,11 @@ def plane_targets(mask: np.ndarray, n_classes: int, pixel_mm: float = ASSUMED_PI
     return target
 
 
-def training_sources(folder: Path, config, split: str = "trainA", total_weight: float = 4.0) -> list:
+#: Default sampling weight of all training slices together, relative to one phantom (``spinekit train``).
+TOTAL_WEIGHT = 4.0
+
+
+def training_sources(folder: Path, config, split: str = "trainA", total_weight: float = TOTAL_WEIGHT) -> list:
     """The split's midsagittal slices as real image/label sources for the spine task (see module docstring).
 
     The image goes to the working grid as at inference (``inference.to_network_grid``, normalised inside

@@ -24,6 +24,7 @@ from spinekit.errors import InputError
 from spinekit.segment.dataset import LabelMap, from_phantom, membership, real_sources, sample_patch
 from spinekit.segment.guidance import guidance_channels, simulate_clicks
 from spinekit.segment.networks import TaskConfig, build_network, task_config
+from spinekit.segment.sagittal2d import TOTAL_WEIGHT
 from spinekit.segment.synthesis import SynthesisSettings
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class TrainSettings:
     threads: int = 1
     extra_dirs: tuple[str, ...] = ()
     real_source_weight: float = 1.0
-    sagittal_weight: float = 4.0
+    sagittal_weight: float = TOTAL_WEIGHT
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
 
 
@@ -137,9 +138,10 @@ def phantom_sources(config: TaskConfig, n: int, rng: np.random.Generator) -> lis
 def random_rib_levels(levels: str, transitional: str | None, rng: np.random.Generator) -> tuple[str, ...]:
     """Ribs on every thoracic vertebra of a phantom (T13 included), in 1 of 10 also on L1 (a lumbar rib) and in 1
     of 10 not on T12 (11 rib pairs): ribs are bone the spine network must leave out of the vertebrae."""
-    chain = lb.parse_level_range(levels)
-    if transitional == "T13" and 19 in chain and chain[-1] != 19:
-        chain.insert(chain.index(19) + 1, lb.T13)
+    from spinekit.phantom import PhantomConfig
+    from spinekit.phantom.config import validate
+
+    chain = validate(PhantomConfig(levels=levels, transitional=transitional))  # the levels, T13 or L6 inserted
     ribs = [lb.VERTEBRA_NAMES[v] for v in chain if 8 <= v <= 19 or v == lb.T13]
     draw = rng.random()
     if draw < 0.1 and 20 in chain:

@@ -41,6 +41,12 @@ class SynthesisSettings:
             random contrast (any MRI weighting).
         ct_hu_fraction: fraction of samples (of sources with a tissue table) drawn in real Hounsfield units and
             normalised with :func:`ct_window` (see the module docstring); applied before ``ct_like_fraction``.
+        tissue_class_fraction: fraction of the random-contrast samples (of sources with a tissue table) in which
+            generation labels of one tissue share one intensity mean, jittered by ``tissue_class_jitter`` per
+            label: SynthSeg's generation classes (Billot et al. 2023, section 3.2). Labels that touch without an
+            intensity step (multifidus against erector spinae, one vertebra against the next) then have to be told
+            apart by shape and position, as in real MRI.
+        tissue_class_jitter: standard deviation of the per-label offset from the shared tissue mean.
     """
 
     mean_range: tuple[float, float] = (0.0, 1.0)
@@ -53,6 +59,8 @@ class SynthesisSettings:
     gamma_range: tuple[float, float] = (0.6, 1.6)
     ct_like_fraction: float = 0.3
     ct_hu_fraction: float = 0.5
+    tissue_class_fraction: float = 0.0
+    tissue_class_jitter: float = 0.03
 
 
 def random_affine_labels(labels: np.ndarray, rng: np.random.Generator, settings: SynthesisSettings) -> np.ndarray:
@@ -74,14 +82,35 @@ def random_affine_labels(labels: np.ndarray, rng: np.random.Generator, settings:
     return out if labels.ndim == 4 else out[0]
 
 
+def _shared_tissue_means(
+    means: np.ndarray, tissue_lut: np.ndarray, rng: np.random.Generator, settings: SynthesisSettings
+) -> np.ndarray:
+    """``means`` with every known tissue's labels drawn around one shared mean (SynthSeg's generation classes)."""
+    tissues = np.full(means.size, -1, dtype=np.int64)
+    n = min(means.size, tissue_lut.size)
+    tissues[:n] = tissue_lut[:n]
+    out = means.copy()
+    for tissue in np.unique(tissues[tissues >= 0]):
+        members = np.flatnonzero(tissues == tissue)
+        shared = rng.uniform(*settings.mean_range)
+        out[members] = shared + rng.normal(0.0, settings.tissue_class_jitter, members.size)
+    return out
+
+
 def _label_intensities(
-    labels: np.ndarray, rng: np.random.Generator, settings: SynthesisSettings, bright_labels: np.ndarray | None
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    settings: SynthesisSettings,
+    bright_labels: np.ndarray | None,
+    tissue_lut: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-label Gaussian intensities (Billot et al. 2023, eq. 2), optionally with a CT-like bone prior."""
     values = np.unique(labels)
     lut_size = int(values.max()) + 1
     means = rng.uniform(*settings.mean_range, lut_size)
     stds = rng.uniform(*settings.std_range, lut_size)
+    if tissue_lut is not None and settings.tissue_class_fraction > 0 and rng.random() < settings.tissue_class_fraction:
+        means = _shared_tissue_means(means, tissue_lut, rng, settings)
     if bright_labels is not None and bright_labels.size and rng.random() < settings.ct_like_fraction:
         # CT-like: bone bright, soft tissue mid grey, air/background dark.
         means = rng.uniform(0.3, 0.5, lut_size)
@@ -131,7 +160,7 @@ def synthesize_image(
     if tissue_lut is not None and rng.random() < settings.ct_hu_fraction:
         return synthesize_ct(labels, tissue_lut, rng, settings)
     shape = labels.shape
-    image = _label_intensities(labels.astype(np.int64), rng, settings, bright_labels)
+    image = _label_intensities(labels.astype(np.int64), rng, settings, bright_labels, tissue_lut)
     image = _thickness_and_resolution(image, rng, settings)
     if image.shape != shape:
         image = ndimage.zoom(image, [s / t for s, t in zip(shape, image.shape, strict=True)], order=1)

@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ct-hu-fraction", type=float, default=SynthesisSettings.ct_hu_fraction,
         help="share of samples synthesised in Hounsfield units (sources with a tissue table)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tissue-class-fraction", type=float, default=SynthesisSettings.tissue_class_fraction,
+        help="share of random-contrast samples where labels of one tissue share one intensity (SynthSeg classes)",
+    )  # fmt: skip
     parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of real label maps")
     parser.add_argument(
         "--sagittal-weight", type=float, default=TrainSettings.sagittal_weight,
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         holdout_images=tuple(h for h in args.holdout_images.split(",") if h),
         max_minutes=args.max_minutes, real_source_weight=args.real_weight, sagittal_weight=args.sagittal_weight,
         synthesis=replace(
-            SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction
+            SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction,
+            tissue_class_fraction=args.tissue_class_fraction,
         ), threads=args.threads,
         extra_dirs=tuple(str(p) for p in args.add),
     )  # fmt: skip

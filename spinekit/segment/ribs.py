@@ -46,6 +46,28 @@ RIB_MIN_MM3 = 500.0
 RIB_MAX_MM3 = 80_000.0
 
 
+def _distance_near(
+    mask: np.ndarray, spacing_kji: tuple[float, ...], reach_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (mm) to ``mask`` and the index of its nearest voxel, exact within ``reach_mm`` and inf beyond.
+
+    The transform runs in the box around ``mask`` grown by ``reach_mm``: every voxel that near has its nearest mask
+    voxel inside that box, and the box is a small part of a CT's field of view.
+    """
+    gap = np.full(mask.shape, np.inf)
+    nearest = np.zeros((mask.ndim, *mask.shape), dtype=np.intp)
+    if not mask.any():
+        return gap, nearest
+    grow = [int(np.ceil(reach_mm / s)) + 1 for s in spacing_kji]
+    where = np.nonzero(mask)
+    low = [max(int(c.min()) - g, 0) for c, g in zip(where, grow, strict=True)]
+    high = [min(int(c.max()) + g + 1, n) for c, g, n in zip(where, grow, mask.shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    gap[box], indices = ndimage.distance_transform_edt(~mask[box], sampling=spacing_kji, return_indices=True)
+    nearest[(slice(None), *box)] = indices + np.asarray(low).reshape(-1, 1, 1, 1)
+    return gap, nearest
+
+
 def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     """Vertebra label -> the sides ("left", "right") on which a rib articulates; CT in HU on the spine's grid.
 
@@ -56,13 +78,9 @@ def rib_sides(spine: Volume, hounsfield: Volume) -> dict[int, set[str]]:
     vertebra = lb.vertebra_mask(array)
     if not vertebra.any():
         return {}
-    gap, nearest = ndimage.distance_transform_edt(~vertebra, sampling=spacing_kji, return_indices=True)
+    gap, nearest = _distance_near(vertebra, spacing_kji, RIB_CONTACT_MM)
     sacrum = array == lb.SACRUM
-    near_sacrum = (
-        ndimage.distance_transform_edt(~sacrum, sampling=spacing_kji) <= RIB_CONTACT_MM
-        if sacrum.any()
-        else np.zeros(array.shape, dtype=bool)
-    )
+    near_sacrum = _distance_near(sacrum, spacing_kji, RIB_CONTACT_MM)[0] <= RIB_CONTACT_MM
     bone = (hounsfield.array >= RIB_MIN_HU) & (array == 0)
     parts, _ = ndimage.label(bone, np.ones((3, 3, 3)))
     touching = np.unique(parts[(gap <= RIB_CONTACT_MM) & (parts > 0)])

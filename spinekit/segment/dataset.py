@@ -37,6 +37,9 @@ FAT_GEN = 251
 SOFT_GEN = 252
 DISC_GEN_OFFSET = 300
 TISSUE_GEN_OFFSET = 400
+#: Posterior elements of phantom vertebra n get generation label POSTERIOR_GEN_OFFSET + n: own intensity in the
+#: random-contrast branch (in MRI they are cortex-rich and darker than the body's marrow), target still vertebra n.
+POSTERIOR_GEN_OFFSET = 470
 
 
 @dataclass
@@ -105,6 +108,7 @@ OUR_SPINE_TISSUES = _lut(
 )
 OUR_SPINE_TISSUES[TISSUE_GEN_OFFSET + 3] = TISSUES.index("fluid")
 OUR_SPINE_TISSUES[[TISSUE_GEN_OFFSET + 4, TISSUE_GEN_OFFSET + 5]] = TISSUES.index("disc")
+OUR_SPINE_TISSUES[POSTERIOR_GEN_OFFSET + 1 : POSTERIOR_GEN_OFFSET + 29] = TISSUES.index("bone")
 #: TotalSegmentator v2 "total" classes (Wasserthal et al. 2023, class map of totalsegmentator/map_to_binary.py).
 TOTALSEG_TISSUES = _lut(
     {
@@ -181,13 +185,18 @@ def from_phantom(phantom, config: TaskConfig, name: str = "phantom") -> LabelMap
     if muscles is not None:
         free = generation == 0
         generation[free & (muscles > 0)] = MUSCLE_GEN_OFFSET + muscles[free & (muscles > 0)]
+    from spinekit.phantom.shapes import POSTERIOR
+
     tissue = getattr(phantom, "tissue", None)
     if isinstance(tissue, Volume):  # the phantom's own tissue classes (fat, muscle, organs) as generation labels
         tissue_grid = resample_like(tissue, spine, is_label=True).array.astype(np.int32)
         free = (generation == 0) & (tissue_grid > 0)
         generation[free] = TISSUE_GEN_OFFSET + tissue_grid[free]
+        posterior = lb.vertebra_mask(spine.array, sacrum=True) & (tissue_grid == POSTERIOR)
+        generation[posterior] = POSTERIOR_GEN_OFFSET + spine.array[posterior].astype(np.int32)
     generation[(generation == 0) & _body_mask(image)] = BODY_GEN
-    bright = np.array([v for v in lb.VERTEBRA_NAMES], dtype=np.int64)
+    levels = np.array(list(lb.VERTEBRA_NAMES), dtype=np.int64)
+    bright = np.concatenate([levels, POSTERIOR_GEN_OFFSET + levels])
     if config.task == "spine":
         target = spine_targets(spine.array)
     else:

@@ -46,9 +46,7 @@ RIB_MIN_MM3 = 500.0
 RIB_MAX_MM3 = 80_000.0
 
 
-def _distance_near(
-    mask: np.ndarray, spacing_kji: tuple[float, ...], reach_mm: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _distance_near(mask: np.ndarray, spacing_kji: tuple[float, ...], reach_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Distance (mm) to ``mask`` and the index of its nearest voxel, exact within ``reach_mm`` and inf beyond.
 
     The transform runs in the box around ``mask`` grown by ``reach_mm``: every voxel that near has its nearest mask

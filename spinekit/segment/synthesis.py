@@ -59,7 +59,7 @@ class SynthesisSettings:
     gamma_range: tuple[float, float] = (0.6, 1.6)
     ct_like_fraction: float = 0.3
     ct_hu_fraction: float = 0.5
-    tissue_class_fraction: float = 0.0
+    tissue_class_fraction: float = 0.5
     tissue_class_jitter: float = 0.03
 
 

@@ -23,6 +23,7 @@ from spinekit import labels as lb
 from spinekit.errors import InputError
 from spinekit.segment.dataset import LabelMap, from_phantom, membership, real_sources, sample_patch
 from spinekit.segment.guidance import guidance_channels, simulate_clicks
+from spinekit.segment.negatives import non_spine_sources
 from spinekit.segment.networks import TaskConfig, build_network, task_config
 from spinekit.segment.sagittal2d import TOTAL_WEIGHT
 from spinekit.segment.synthesis import SynthesisSettings
@@ -55,6 +56,7 @@ class TrainSettings:
         real_source_weight: sampling weight of a real label map relative to one phantom (real maps carry organs
             and real anatomy that phantoms lack).
         sagittal_weight: sampling weight of all real sagittal MRI slices together (``sagittal2d``), spine task.
+        n_negatives: non-spine subjects (limbs, heads; all background) generated at start (``negatives``).
     """
 
     task: str = "spine"
@@ -74,6 +76,7 @@ class TrainSettings:
     extra_dirs: tuple[str, ...] = ()
     real_source_weight: float = 1.0
     sagittal_weight: float = TOTAL_WEIGHT
+    n_negatives: int = 0
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
 
 
@@ -235,6 +238,7 @@ def train(
         network.load_state_dict(torch.load(finetune_from, map_location=device, weights_only=True))
     sources_rng = np.random.default_rng(settings.seed + 1)  # sources are the same however often we resume
     sources = phantom_sources(config, settings.n_phantoms, sources_rng)
+    sources += non_spine_sources(config, settings.n_negatives, sources_rng)
     real = real_sources(Path(settings.data_dir), config, tuple(settings.holdout), settings.sagittal_weight)
     for source in real:
         if source.name.split("/")[0] in settings.holdout_images:

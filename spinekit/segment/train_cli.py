@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tissue-class-fraction", type=float, default=SynthesisSettings.tissue_class_fraction,
         help="share of random-contrast samples where labels of one tissue share one intensity (SynthSeg classes)",
     )  # fmt: skip
+    parser.add_argument(
+        "--negatives", type=int, default=TrainSettings.n_negatives,
+        help="non-spine subjects (limbs, heads) generated at start as all-background samples",
+    )  # fmt: skip
     parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of real label maps")
     parser.add_argument(
         "--sagittal-weight", type=float, default=TrainSettings.sagittal_weight,
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         task=args.task, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, n_phantoms=args.phantoms,
         data_dir=str(args.data_dir), holdout=tuple(h for h in args.holdout.split(",") if h),
         holdout_images=tuple(h for h in args.holdout_images.split(",") if h),
-        max_minutes=args.max_minutes, real_source_weight=args.real_weight, sagittal_weight=args.sagittal_weight,
+        n_negatives=args.negatives, max_minutes=args.max_minutes, real_source_weight=args.real_weight,
+        sagittal_weight=args.sagittal_weight,
         synthesis=replace(
             SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction,
             tissue_class_fraction=args.tissue_class_fraction,

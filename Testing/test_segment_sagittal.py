@@ -40,7 +40,9 @@ def test_plane_targets_mark_unlabelled_bone_as_ambiguous():
     target = s2.plane_targets(toy_mask(), N_CLASSES, pixel_mm=1.0)
     assert target[50, 50] == 1 and target[70, 50] == 3  # body, disc
     assert target[110, 50] == 2  # the body below the lowest disc is S1 (sacrum)
-    assert target[50, 80] == N_CLASSES  # behind the body: posterior elements or canal
+    assert target[50, 80] == N_CLASSES + 2  # just behind the body (ends at column 74): canal, never bone
+    assert target[50, 76] == N_CLASSES and target[50, 83] == N_CLASSES  # edge allowance; farther: posterior elements
+    assert target[69, 80] == N_CLASSES  # behind a disc: the canal band is for bodies only (disc bulges)
     assert target[50, 30] == 0  # in front of the body: known background
     assert target[20, 50] == N_CLASSES  # above the top label: unlabelled vertebrae
     assert target[150, 50] == N_CLASSES + 1  # below S1: the rest of the sacrum

@@ -122,6 +122,13 @@ MIN_BODY_PIXELS = 2000
 POSTERIOR_REACH_MM = 70.0
 #: The sacrum below the labelled S1 body reaches this far down (mm; the adult sacrum is 100-120 mm long).
 SACRUM_REACH_MM = 90.0
+#: Directly behind a vertebral body, in the midsagittal plane, lies the spinal canal: its midsagittal diameter is
+#: 15-25 mm in adults and under 10 mm only in severe stenosis (Ullrich et al. 1980, Radiology 134:137; pedicles
+#: and laminae lie off the midline or farther back). So the first CANAL_CLEAR_MM behind a labelled body, after a
+#: CANAL_GAP_MM allowance for the mask's edge, is canal or background, never bone (set ``{background, canal}``).
+#: Without it the band behind the bodies left the canal free and on T1 slices the network filled it with "bone".
+CANAL_CLEAR_MM = 6.0
+CANAL_GAP_MM = 2.0
 
 
 def plane_targets(mask: np.ndarray, n_classes: int, pixel_mm: float = ASSUMED_PIXEL_MM) -> np.ndarray:
@@ -129,8 +136,9 @@ def plane_targets(mask: np.ndarray, n_classes: int, pixel_mm: float = ASSUMED_PI
 
     Classes: 1 vertebra, 2 sacrum (the labelled body below the lowest disc), 3 disc. Target ``n_classes`` (set
     ``{background, vertebra, sacrum, canal}``) marks the band behind the labels (posterior elements, canal) and
-    above the top label; ``n_classes + 1`` (``{background, sacrum}``) the sacrum below S1. Elsewhere background is
-    known (anterior soft tissue, air).
+    above the top label; ``n_classes + 1`` (``{background, sacrum}``) the sacrum below S1; ``n_classes + 2``
+    (``{background, canal}``) the canal just behind each body (``CANAL_CLEAR_MM``). Elsewhere background is known
+    (anterior soft tissue, air).
     """
     from scipy import ndimage
 
@@ -148,10 +156,13 @@ def plane_targets(mask: np.ndarray, n_classes: int, pixel_mm: float = ASSUMED_PI
         return target
     reach = int(round(POSTERIOR_REACH_MM / pixel_mm))
     columns = np.arange(mask.shape[1])
+    gap, clear = (int(round(mm / pixel_mm)) for mm in (CANAL_GAP_MM, CANAL_CLEAR_MM))
     for row in labelled_rows:
         back = np.flatnonzero(mask[row]).max()
         band = (columns > back) & (columns <= back + reach)
         target[row, band & (target[row] == 0)] = n_classes
+        if mask[row, back] == MASK_BODY:
+            target[row, back + gap + 1 : back + gap + clear + 1] = n_classes + 2
     top, bottom = labelled_rows.min(), labelled_rows.max()
     first, last = np.flatnonzero(mask[top]), np.flatnonzero(mask[bottom])
     margin = int(round(10.0 / pixel_mm))
@@ -193,7 +204,7 @@ def training_sources(folder: Path, config, split: str = "trainA", total_weight: 
                 f"mri_sagittal_2d/{sl.name}",
                 generation,
                 target,
-                extra_sets=((0, 1, 2, 4), (0, 2)),
+                extra_sets=((0, 1, 2, 4), (0, 2), (0, 4)),
                 image=image,
                 image_fraction=1.0,
                 sample_weight=total_weight / max(len(slices), 1),

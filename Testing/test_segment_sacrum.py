@@ -51,3 +51,21 @@ def test_full_size_discs_below_are_not_sacral():
     semantic = column([3, 4, 5, 6, 8, 30, 12, 8], [8] * 8)  # a lordotic L4/L5 step, then lumbar-sized discs
     discs = components(semantic.array == DISC, semantic.voxel_volume_mm3, 300.0)
     assert sacral_remnants(semantic, sorted(discs, key=lambda m: -np.argwhere(m)[:, 0].mean())) == 0
+
+
+
+def test_a_disc_off_the_column_axis_is_not_chained():
+    """A disc-like blob 30 mm below and 30 mm in front of the lowest disc (prevertebral tissue) stays out of the chain:
+    45 deg off the column axis; 12-60 mm away and caudal, it passed the distance rules alone."""
+    from spinekit.segment.instances import disc_chain
+
+    semantic = column([-3, -4, -5, -6, -8, -10, -12, -8], [8] * 8)  # lordosis: the lower discs face forward
+    array = semantic.array.copy()
+    array[: int(60 / SPACING)][array[: int(60 / SPACING)] == DISC] = VERTEBRA  # keep the six discs z >= 70 mm
+    array[19:22, 1:10, 15:26] = DISC  # z 38-42 mm, y -38..-22 mm (anterior), x -10..10 mm: 1.8 cm3
+    semantic = semantic.with_array(array)
+    discs = components(array == DISC, semantic.voxel_volume_mm3, 300.0)
+    assert len(discs) == 7
+    chain = disc_chain(semantic, discs)
+    lowest_z = min(np.argwhere(d)[:, 0].mean() * SPACING for d in chain)
+    assert len(chain) == 6 and abs(lowest_z - 70) < 3

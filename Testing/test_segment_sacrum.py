@@ -53,7 +53,6 @@ def test_full_size_discs_below_are_not_sacral():
     assert sacral_remnants(semantic, sorted(discs, key=lambda m: -np.argwhere(m)[:, 0].mean())) == 0
 
 
-
 def test_a_disc_off_the_column_axis_is_not_chained():
     """A disc-like blob 30 mm below and 30 mm in front of the lowest disc (prevertebral tissue) stays out of the chain:
     45 deg off the column axis; 12-60 mm away and caudal, it passed the distance rules alone."""

@@ -33,9 +33,9 @@ NON_SPINE_TISSUES = np.full(MUSCLE_FIRST + N_MUSCLE_LABELS, TISSUES.index("muscl
 NON_SPINE_TISSUES[0] = TISSUES.index("air")
 for _label, _tissue in _TISSUE_OF.items():
     NON_SPINE_TISSUES[_label] = TISSUES.index(_tissue)
-#: Sampling weight of one non-spine subject relative to one phantom: four of them next to 8 phantoms and 3 real
-#: maps at weight 3 make about one training sample in ten a non-spine one (a design value: enough to learn "no
-#: spine, no target" without crowding out the spine).
+#: Sampling weight of one non-spine subject relative to one phantom (a design value). Next to 8 phantoms and 3 real
+#: maps at weight 3, one subject is about one training sample in forty, four about one in ten. On the muscle network
+#: one kept the synthetic knee out without costing Dixon multifidus; four cost it 0.05-0.1 (MODEL_CARD_muscles.md).
 NEGATIVE_WEIGHT = 0.5
 #: Bone labels (bright in the CT-like contrast branch).
 BONE_LABELS = np.array([CORTICAL, TRABECULAR])

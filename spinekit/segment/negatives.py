@@ -25,14 +25,14 @@ CORTICAL, TRABECULAR, MARROW, CARTILAGE, JOINT_FLUID, SUBCUT_FAT, SKIN, BRAIN, C
 MUSCLE_FIRST = 11
 N_MUSCLE_LABELS = 6
 _TISSUE_OF = {
-    CORTICAL: "cortical", TRABECULAR: "trabecular", MARROW: "fat", CARTILAGE: "cartilage", JOINT_FLUID: "fluid",
-    SUBCUT_FAT: "fat", SKIN: "soft", BRAIN: "organ", CSF: "fluid", FASCIA_FAT: "fat",
+    0: "air", CORTICAL: "cortical", TRABECULAR: "trabecular", MARROW: "fat", CARTILAGE: "cartilage",
+    JOINT_FLUID: "fluid", SUBCUT_FAT: "fat", SKIN: "soft", BRAIN: "organ", CSF: "fluid", FASCIA_FAT: "fat",
 }  # fmt: skip
-#: Tissue class (index into ``synthesis.TISSUES``) of every generation label, for the Hounsfield-unit branch.
-NON_SPINE_TISSUES = np.full(MUSCLE_FIRST + N_MUSCLE_LABELS, TISSUES.index("muscle"), dtype=np.int64)
-NON_SPINE_TISSUES[0] = TISSUES.index("air")
-for _label, _tissue in _TISSUE_OF.items():
-    NON_SPINE_TISSUES[_label] = TISSUES.index(_tissue)
+#: Tissue class (index into ``synthesis.TISSUES``) of every generation label (muscle compartments: muscle), for the
+#: Hounsfield-unit branch.
+NON_SPINE_TISSUES = np.array(
+    [TISSUES.index(_TISSUE_OF.get(label, "muscle")) for label in range(MUSCLE_FIRST + N_MUSCLE_LABELS)], dtype=np.int64
+)
 #: Sampling weight of one non-spine subject relative to one phantom (a design value). Next to 8 phantoms and 3 real
 #: maps at weight 3, one subject is about one training sample in forty, four about one in ten. On the muscle network
 #: one kept the synthetic knee out without costing Dixon multifidus; four cost it 0.05-0.1 (MODEL_CARD_muscles.md).

@@ -26,7 +26,7 @@ def test_real_ct_vertebrae_discs_and_levels(shared_data):
     spine = result.spine.array
     assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.88  # benchmark: 0.906
     discs = read_labels(folder / "totalseg_vertebrae_body.nii.gz").array == 2
-    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.82  # 0.854
+    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.82  # 0.859
     for name in ("T12", "L1", "L2", "L3", "L4", "L5"):  # every level in view (T11 is an 83-voxel sliver)
         level = lb.parse_level(name)
         assert _dice(spine == level, truth == level) > 0.82, name  # 0.86-0.91
@@ -45,5 +45,5 @@ def test_real_sagittal_mri_bodies_and_discs(shared_data):
         bodies.append(body_dice)
         discs.append(disc_dice)
     assert len(bodies) == 5
-    assert np.mean(bodies) > 0.66 and np.mean(discs) > 0.72  # benchmark: 0.71, 0.78
-    assert named >= 4  # L5/S1 named right, so every level counted from the sacrum: benchmark 4 of 5
+    assert np.mean(bodies) > 0.70 and np.mean(discs) > 0.76  # benchmark: 0.74, 0.81
+    assert named == 5  # L5/S1 named right, so every level counted from the sacrum: benchmark 5 of 5

@@ -227,6 +227,10 @@ def test_training_is_resumable_and_seeded(tmp_path):
     assert state["step"] == 3
     meta = json.loads((tmp_path / "a" / "spine.json").read_text())
     assert meta["training"]["steps_done"] == 3
+    assert meta["config"]["spacing_mm"] == 3.0
+    train(TrainSettings(steps=1, spacing_mm=2.0, **settings), tmp_path / "fine")
+    _, config, _ = load_model("spine", tmp_path / "fine", "cpu")
+    assert config.spacing_mm == 2.0  # inference then runs on the grid the network was trained on
 
 
 def test_segment_cli_writes_outputs(tmp_path, tiny_models):

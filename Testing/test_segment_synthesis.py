@@ -50,3 +50,25 @@ def test_phantom_posterior_elements_get_their_own_generation_labels():
         assert set(np.unique(source.target[posterior])) == set(np.unique(source.target[body])) == {1}
         assert POSTERIOR_GEN_OFFSET + level in source.bright
         assert source.tissue_lut[POSTERIOR_GEN_OFFSET + level] == TISSUES.index("bone")
+
+
+def test_axial_half_keeps_one_half_of_a_source_and_names_bad_halves():
+    """Within-subject cross-validation: training sees one half of the slices, image and labels, never the other."""
+    import argparse
+
+    import pytest
+
+    from spinekit.errors import InputError
+    from spinekit.segment.dataset import LabelMap, axial_half
+    from spinekit.segment.train_cli import _axial_half
+
+    k = np.arange(10)[:, None, None] * np.ones((1, 3, 3), int)  # array axis 0 runs inferior -> superior
+    source = LabelMap("real", generation=k.astype(np.int32), target=k.astype(np.int16), image=k.astype(np.float32))
+    lower, upper = axial_half(source, "inferior"), axial_half(source, "superior")
+    assert np.unique(lower.target).tolist() == [0, 1, 2, 3, 4] and np.unique(upper.image).tolist() == [5, 6, 7, 8, 9]
+    assert lower.generation.shape == (5, 3, 3) and upper.name == "real"
+    with pytest.raises(InputError, match="inferior"):
+        axial_half(source, "left")
+    assert _axial_half("mri_axial_dixon_L2L5:superior") == "mri_axial_dixon_L2L5:superior"
+    with pytest.raises(argparse.ArgumentTypeError, match="SOURCE:HALF"):
+        _axial_half("mri_axial_dixon_L2L5")

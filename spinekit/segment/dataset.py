@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from spinekit import labels as lb
+from spinekit.errors import InputError
 from spinekit.io import Volume, read_labels, read_volume, reorient, resample_like, resample_to_spacing
 from spinekit.segment.networks import TaskConfig
 from spinekit.segment.synthesis import (
@@ -372,7 +373,27 @@ def _dixon(folder: Path, config: TaskConfig) -> LabelMap | None:
     target = np.zeros(labels.shape, dtype=np.int16)
     for value, cls in dixon_muscle_order(grid).items():
         target[labels == value] = cls
-    return LabelMap("mri_axial_dixon_L2L5", generation, target, unknown=(1, 2), image=normalise_real(w))
+    # The only real MRI with muscle labels: where its image may be shown, it is shown in half of its samples.
+    return LabelMap(
+        "mri_axial_dixon_L2L5", generation, target, unknown=(1, 2), image=normalise_real(w), image_fraction=0.5
+    )
+
+
+#: Halves of a real source for within-subject cross-validation (``axial_half``).
+AXIAL_HALVES = ("inferior", "superior")
+
+
+def axial_half(source: LabelMap, half: str) -> LabelMap:
+    """Only the ``inferior`` or ``superior`` half of a source (array axis 0 of the LPS working grid runs from
+    inferior to superior); the other half, image and labels, is never seen. With a single real subject this is the
+    nearest thing to leave-one-out: train on one half, score the other (``benchmarks/bench_segment.py``).
+    """
+    if half not in AXIAL_HALVES:
+        raise InputError(f"unknown half {half!r} of {source.name}; choose one of {AXIAL_HALVES}")
+    middle = source.target.shape[0] // 2
+    keep = slice(0, middle) if half == "inferior" else slice(middle, None)
+    image = None if source.image is None else source.image[keep]
+    return replace(source, generation=source.generation[keep], target=source.target[keep], image=image)
 
 
 def sample_patch(

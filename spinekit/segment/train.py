@@ -14,14 +14,14 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from spinekit import labels as lb
 from spinekit.errors import InputError
-from spinekit.segment.dataset import LabelMap, from_phantom, membership, real_sources, sample_patch
+from spinekit.segment.dataset import LabelMap, axial_half, from_phantom, membership, real_sources, sample_patch
 from spinekit.segment.guidance import guidance_channels, simulate_clicks
 from spinekit.segment.negatives import non_spine_sources
 from spinekit.segment.networks import TaskConfig, build_network, task_config
@@ -57,6 +57,10 @@ class TrainSettings:
             and real anatomy that phantoms lack).
         sagittal_weight: sampling weight of all real sagittal MRI slices together (``sagittal2d``), spine task.
         n_negatives: non-spine subjects (limbs, heads; all background) generated at start (``negatives``).
+        axial_halves: ``"source:inferior"`` or ``"source:superior"``: only that half of a real source is used
+            (``dataset.axial_half``), for within-subject cross-validation.
+        spacing_mm: working resolution (mm) when it differs from the task's default (``networks.TASKS``); written
+            to the exported config, so inference runs at the spacing the network was trained at.
     """
 
     task: str = "spine"
@@ -77,6 +81,8 @@ class TrainSettings:
     real_source_weight: float = 1.0
     sagittal_weight: float = TOTAL_WEIGHT
     n_negatives: int = 0
+    axial_halves: tuple[str, ...] = ()
+    spacing_mm: float | None = None
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
 
 
@@ -220,6 +226,8 @@ def train(
     torch.set_num_threads(settings.threads)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = task_config(settings.task)
+    if settings.spacing_mm is not None:
+        config = replace(config, spacing_mm=float(settings.spacing_mm))
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     network = build_network(config).to(device)
@@ -243,7 +251,8 @@ def train(
     for source in real:
         if source.name.split("/")[0] in settings.holdout_images:
             source.image = None
-    sources += real
+    halves = dict(spec.split(":", 1) for spec in settings.axial_halves)
+    sources += [axial_half(s, halves[s.name]) if s.name in halves else s for s in real]
     sources += correction_sources(tuple(settings.extra_dirs), config)
     if not sources:
         raise InputError("no training sources: spinekit.phantom is missing and no real label maps were found")

@@ -10,6 +10,16 @@ from spinekit.segment.synthesis import SynthesisSettings
 from spinekit.segment.train import DEFAULT_DATA_DIR, TrainSettings, train
 
 
+def _axial_half(spec: str) -> str:
+    """``SOURCE:inferior`` or ``SOURCE:superior`` (``dataset.axial_half``)."""
+    from spinekit.segment.dataset import AXIAL_HALVES
+
+    source, _, half = spec.partition(":")
+    if not source or half not in AXIAL_HALVES:
+        raise argparse.ArgumentTypeError(f"{spec!r}: write SOURCE:HALF with HALF one of {', '.join(AXIAL_HALVES)}")
+    return spec
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["spine", "muscles"], required=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoint, weights, settings)")
@@ -39,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sagittal-weight", type=float, default=TrainSettings.sagittal_weight,
         help="sampling weight of all real sagittal MRI slices together (spine task)",
     )  # fmt: skip
+    parser.add_argument(
+        "--axial-half", type=_axial_half, action="append", default=[],
+        help="SOURCE:inferior|superior: train on that half of a real source only (within-subject cross-validation)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--spacing-mm", type=float, default=None, help="working resolution in mm (default: the task's, 3 mm)"
+    )
     parser.add_argument("--max-minutes", type=float, default=90.0, help="wall-clock budget; stops cleanly")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -57,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=str(args.data_dir), holdout=tuple(h for h in args.holdout.split(",") if h),
         holdout_images=tuple(h for h in args.holdout_images.split(",") if h),
         n_negatives=args.negatives, max_minutes=args.max_minutes, real_source_weight=args.real_weight,
-        sagittal_weight=args.sagittal_weight,
+        sagittal_weight=args.sagittal_weight, spacing_mm=args.spacing_mm,
+        axial_halves=tuple(args.axial_half),
         synthesis=replace(
             SynthesisSettings(), ct_like_fraction=args.ct_like_fraction, ct_hu_fraction=args.ct_hu_fraction,
             tissue_class_fraction=args.tissue_class_fraction,

@@ -59,7 +59,8 @@ def test_axial_half_keeps_one_half_of_a_source_and_names_bad_halves():
     import pytest
 
     from spinekit.errors import InputError
-    from spinekit.segment.dataset import LabelMap, axial_half
+    from spinekit.io import Volume
+    from spinekit.segment.dataset import LabelMap, axial_half, inferior_half
     from spinekit.segment.train_cli import _axial_half
 
     k = np.arange(10)[:, None, None] * np.ones((1, 3, 3), int)  # array axis 0 runs inferior -> superior
@@ -67,6 +68,8 @@ def test_axial_half_keeps_one_half_of_a_source_and_names_bad_halves():
     lower, upper = axial_half(source, "inferior"), axial_half(source, "superior")
     assert np.unique(lower.target).tolist() == [0, 1, 2, 3, 4] and np.unique(upper.image).tolist() == [5, 6, 7, 8, 9]
     assert lower.generation.shape == (5, 3, 3) and upper.name == "real"
+    volume = Volume(np.zeros((10, 3, 3), np.float32), (3.0, 3.0, 3.0), (0.0, 0.0, -20.0))
+    assert np.flatnonzero(inferior_half(volume, 3.0)[:, 0, 0]).tolist() == [0, 1, 2, 3, 4]  # scored where unseen
     with pytest.raises(InputError, match="inferior"):
         axial_half(source, "left")
     assert _axial_half("mri_axial_dixon_L2L5:superior") == "mri_axial_dixon_L2L5:superior"

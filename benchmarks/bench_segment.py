@@ -13,7 +13,9 @@ Accuracy (real scans, ../shared/data; skipped when absent):
   identification = share of TotalSegmentator levels whose best-overlapping predicted label is the same level;
   rib-bearing vertebrae found (``spinekit.segment.ribs``) against TotalSegmentator's ribs: rib n counts for
   vertebra Tn when it comes within 10 mm of it (its fast model leaves 2-3 voxels between rib head and vertebra).
-- mri_axial_dixon_L2L5: Dice of multifidus and erector spinae (left/right pooled) against the manual labels.
+- mri_axial_dixon_L2L5: Dice of multifidus and erector spinae (left/right pooled) against the manual labels, over
+  the whole stack and per half (``dataset.inferior_half``): a network trained with ``--axial-half`` on one half
+  is scored on the other (within-subject cross-validation).
 - mri_sagittal_2d (validA slices, never trained on): each real sagittal MRI slice as a pseudo-3D slab
   (``spinekit.segment.sagittal2d``); Dice of vertebral bodies (vertebra + sacrum classes) and discs on the slab's
   centre plane, counted within 8 mm of the labelled column (the masks label bodies only, so the posterior elements
@@ -182,7 +184,8 @@ def accuracy(models_dir: str | None) -> dict:
     from spinekit.io import read_labels, read_volume, resample_labels_to
     from spinekit.label_import import convert_labels
     from spinekit.segment.api import segment_image
-    from spinekit.segment.dataset import dixon_manual_labels, dixon_muscle_order
+    from spinekit.segment.dataset import dixon_manual_labels, dixon_muscle_order, inferior_half
+    from spinekit.segment.networks import load_model
 
     options = {"models_dir": models_dir} if models_dir else {}
     out: dict = {}
@@ -234,9 +237,18 @@ def accuracy(models_dir: str | None) -> dict:
         for value, cls in dixon_muscle_order(manual).items():
             classes[manual.array == value] = cls
         m = resample_labels_to(result.muscles, manual).array
+        lower = inferior_half(manual, load_model("muscles", models_dir, "cpu")[1].spacing_mm)
+        halves = {
+            f"{name}_half": {
+                "multifidus_dice": _dice(np.isin(m[part], [5, 6]), classes[part] == 3),
+                "erector_spinae_dice": _dice(np.isin(m[part], [7, 8]), classes[part] == 4),
+            }
+            for name, part in (("inferior", lower), ("superior", ~lower))
+        }  # a network trained with --axial-half on one half is scored on the other (within-subject cross-validation)
         out["mri_axial_dixon_L2L5"] = {
             "multifidus_dice": _dice(np.isin(m, [5, 6]), classes == 3),
             "erector_spinae_dice": _dice(np.isin(m, [7, 8]), classes == 4),
+            **halves,
             "qc_flags": [f["flag"] for f in result.qc["flags"]],
         }
     return out

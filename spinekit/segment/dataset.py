@@ -396,6 +396,17 @@ def axial_half(source: LabelMap, half: str) -> LabelMap:
     return replace(source, generation=source.generation[keep], target=source.target[keep], image=image)
 
 
+def inferior_half(volume: Volume, spacing_mm: float) -> np.ndarray:
+    """Which voxels of ``volume`` lie in the half that ``axial_half(..., "inferior")`` keeps on the working grid at
+    ``spacing_mm``, so a network trained on one half is scored on the other only."""
+    grid = to_working_grid(volume, spacing_mm, True)
+    cut_z = grid.index_to_lps(np.array([[0.0, 0.0, grid.array.shape[0] // 2 - 0.5]]))[0, 2]
+    k, j, i = np.indices(volume.array.shape, sparse=True)
+    direction, spacing = volume.direction, np.asarray(volume.spacing)
+    z = volume.origin[2] + sum(direction[2, a] * spacing[a] * index for a, index in enumerate((i, j, k)))
+    return np.broadcast_to(z < cut_z, volume.array.shape)
+
+
 def sample_patch(
     source: LabelMap,
     config: TaskConfig,

@@ -169,10 +169,13 @@ def test_qc_flags_fragments_and_volumes():
     array[0:2, 0:2, 0:2] = 0
     array[-4:, 0:4, 0:4] = 23  # a far fragment of L4 (> 10 % of it? no: small) and a tiny extra label
     array[array == 22] = 0
-    array[0:3, 26:29, 26:29] = 22  # L3 shrunk to a 0.2 cm3 blob
+    array[2:5, 26:29, 26:29] = 22  # L3 shrunk to a 0.2 cm3 blob inside the scan
+    array[array == 24] = 0
+    array[-2:, 5:20, 5:25] = 24  # a vertebra cut to a thin slab by the edge of the field of view
     flags = qc.spine_flags(spine.with_array(array), [22, 23, 24, 26], True)
     names = {(f["flag"], f["label"]) for f in flags}
     assert ("implausible_volume", 22) in names
+    assert ("cut_by_field_of_view", 24) in names and ("implausible_volume", 24) not in names
     assert qc.fragmented(np.isin(np.arange(10), [0, 1, 2, 6, 7, 8]))
 
 

@@ -164,3 +164,23 @@ def test_the_column_is_the_canal_holding_part_beside_which_no_organ_wins():
     kept = column.column_component(volume, array, midline)
     assert kept[:, :, 60:].any() and not kept[:, :, :40].any()  # the midline column, not the canal-richer organ
     assert column.column_component(volume, array)[:, :, :40].any()  # without the midline, the most canal wins
+
+
+def test_a_column_without_sacrum_is_read_again_continued_below_the_scan():
+    from spinekit.segment.api import column_cut_caudally
+    from spinekit.segment.inference import CAUDAL_EDGE_PAD_MM, EDGE_PAD_MM, _edge_padding
+    from spinekit.segment.networks import task_config
+
+    whole = Volume(column_map(), (SPACING,) * 3)
+    assert not column_cut_caudally(whole)  # sacrum in view: the scan ends in the pelvis
+    cut = whole.array.copy()
+    cut[cut == column.SACRUM] = 0
+    assert column_cut_caudally(whole.with_array(cut))
+    assert not column_cut_caudally(whole.with_array(np.zeros_like(cut)))  # nothing found: nothing to continue
+    config, shape = task_config("spine"), (80, 40, 60)
+    both_ends = (slice(0, 80), slice(0, 40), slice(0, 60))
+    below, above = round(CAUDAL_EDGE_PAD_MM / SPACING), round(EDGE_PAD_MM / SPACING)
+    assert _edge_padding(both_ends, shape, config)[0] == (0, above)
+    assert _edge_padding(both_ends, shape, config, caudal=True)[0] == (below, above)
+    inner = (slice(5, 70), slice(0, 40), slice(0, 60))  # the body ends inside the scan: no edge to continue
+    assert _edge_padding(inner, shape, config, caudal=True)[0] == (0, 0)

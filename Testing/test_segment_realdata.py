@@ -47,3 +47,18 @@ def test_real_sagittal_mri_bodies_and_discs(shared_data):
     assert len(bodies) == 5
     assert np.mean(bodies) > 0.70 and np.mean(discs) > 0.76  # benchmark: 0.74, 0.81
     assert named == 5  # L5/S1 named right, so every level counted from the sacrum: benchmark 5 of 5
+
+
+def test_axial_mri_cut_above_the_sacrum_gets_whole_vertebrae(shared_data):
+    """The Dixon stack (L2-L5) ends above the sacrum; the column is read again continued below the scan
+    (``inference._edge_padding``), so the lowest vertebra is not a fragment (7 cm3 without that re-read)."""
+    water = read_volume(shared_data / "mri_axial_dixon_L2L5" / "tum01_water.nii.gz")
+    result = segment_image(water, ("spine",))
+    flags = {(f["flag"], f.get("label")) for f in result.qc["flags"]}
+    spine = result.spine.array
+    vertebrae = [v for v in np.unique(spine) if 200 < v < 300]  # instance numbers: no sacrum, so levels unknown
+    volumes = {v: (spine == v).sum() * np.prod(water.spacing) / 1000 for v in vertebrae}  # cm3
+    cut = {label for name, label in flags if name == "cut_by_field_of_view"}
+    assert len(vertebrae) == 4 and not any(name == "implausible_volume" for name, _ in flags), flags
+    assert all(volume > 20 for v, volume in volumes.items() if v not in cut), volumes  # benchmark: 30, 34, 27 cm3
+    assert cut and all(volumes[v] < 10 for v in cut)  # the top one, cut by the scan's first slice

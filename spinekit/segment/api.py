@@ -13,7 +13,7 @@ from spinekit.errors import InputError
 from spinekit.io import Volume, check_finite, check_geometry, resample_like
 from spinekit.segment import qc
 from spinekit.segment.backends import Progress, SegmentationResult, get_backend
-from spinekit.segment.column import clean_columns
+from spinekit.segment.column import SACRUM, VERTEBRA, clean_columns
 from spinekit.segment.inference import predict, to_network_grid
 from spinekit.segment.instances import assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import load_model
@@ -67,6 +67,13 @@ def to_image_grid(labels: Volume, image: Volume) -> Volume:
     return resample_like(labels, image, is_label=True)
 
 
+def column_cut_caudally(semantic: Volume) -> bool:
+    """Whether the scan's caudal end cuts the spinal column: vertebrae but no sacrum in view, so the column goes on
+    below the scan (classes of ``column``). The network may miss the cut vertebra itself, so its presence in the
+    lowest slice is not required (real Dixon stack: nothing found in the lowest 28 mm)."""
+    return bool((semantic.array == VERTEBRA).any() and not (semantic.array == SACRUM).any())
+
+
 class SpinekitBackend:
     """Our own networks (``spinekit/models``): semantic classes, then instances and levels by anatomy."""
 
@@ -94,12 +101,19 @@ class SpinekitBackend:
                 grids[config.spacing_mm] = to_network_grid(image, config.spacing_mm)
             with torch.inference_mode():
                 prediction = predict(network, config, image, device, network_grid=grids[config.spacing_mm])
-            mean_conf, low = qc.confidence_flag(prediction.confidence, prediction.labels)
-            result.qc[f"{task}_mean_confidence"] = mean_conf
             if task == "spine":
                 hounsfield = grids[config.spacing_mm] if modality == "ct" else None
                 midline_x = qc.body_midline_x(grids[config.spacing_mm])
                 semantic = clean_columns(prediction.labels, hounsfield, midline_x)
+                if column_cut_caudally(semantic):  # read again with the column continued below the scan
+                    with torch.inference_mode():
+                        prediction = predict(
+                            network, config, image, device, network_grid=grids[config.spacing_mm], pad_caudal=True
+                        )
+                    semantic = clean_columns(prediction.labels, hounsfield, midline_x)
+            mean_conf, low = qc.confidence_flag(prediction.confidence, prediction.labels)
+            result.qc[f"{task}_mean_confidence"] = mean_conf
+            if task == "spine":
                 instances, ribs = assign_instances(semantic), None
                 if hounsfield is not None:
                     instances, ribs = check_levels(instances, hounsfield)

@@ -78,8 +78,14 @@ def vertebra_shaped(volume: Volume, mask: np.ndarray) -> bool:
     return bool(extents[0] <= MAX_VERTEBRA_EXTENT_MM and extents[0] <= MAX_VERTEBRA_ELONGATION * max(extents[1], 1.0))
 
 
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether ``mask`` reaches any face of its array (the scan's field of view)."""
+    return any(np.take(mask, index, axis=axis).any() for axis in range(mask.ndim) for index in (0, -1))
+
+
 def spine_flags(spine: Volume, levels: list[int], levels_known: bool) -> list[dict]:
-    """Missing levels (gaps in the count), implausible vertebra/disc volumes, fragmented labels."""
+    """Missing levels (gaps in the count), implausible vertebra/disc volumes, fragmented labels; a vertebra or disc
+    too small because the field of view cuts it is flagged ``cut_by_field_of_view``, not ``implausible_volume``."""
     flags = []
     array = spine.array
     voxel = spine.voxel_volume_mm3
@@ -100,7 +106,10 @@ def spine_flags(spine: Volume, levels: list[int], levels_known: bool) -> list[di
         is_vertebra = (lb.is_vertebra(value) and value != lb.SACRUM) or 200 < value < 300
         is_disc = lb.is_disc(value) or 300 < value < 400
         band = VERTEBRA_VOLUME_MM3 if is_vertebra else DISC_VOLUME_MM3 if is_disc else None
-        if band and not band[0] <= volume <= band[1]:
+        if band and volume < band[0] and touches_border(mask):
+            flags.append(flag("cut_by_field_of_view", f"{volume / 1000:.1f} cm3 at the image border: part of it lies "
+                              "outside the scan, so its volume and heights are not whole", value))  # fmt: skip
+        elif band and not band[0] <= volume <= band[1]:
             flags.append(flag("implausible_volume", f"{volume / 1000:.1f} cm3 outside {band[0] / 1000:.0f}-"
                               f"{band[1] / 1000:.0f} cm3", value))  # fmt: skip
         if fragmented(mask):

@@ -401,9 +401,9 @@ def inferior_half(volume: Volume, spacing_mm: float) -> np.ndarray:
     ``spacing_mm``, so a network trained on one half is scored on the other only."""
     grid = to_working_grid(volume, spacing_mm, True)
     cut_z = grid.index_to_lps(np.array([[0.0, 0.0, grid.array.shape[0] // 2 - 0.5]]))[0, 2]
+    corners = volume.index_to_lps(np.vstack([np.zeros(3), np.eye(3)]))[:, 2]  # z of voxel 0 and one step along i, j, k
     k, j, i = np.indices(volume.array.shape, sparse=True)
-    direction, spacing = volume.direction, np.asarray(volume.spacing)
-    z = volume.origin[2] + sum(direction[2, a] * spacing[a] * index for a, index in enumerate((i, j, k)))
+    z = corners[0] + sum((corners[1 + a] - corners[0]) * index for a, index in enumerate((i, j, k)))
     return np.broadcast_to(z < cut_z, volume.array.shape)
 
 

@@ -1,4 +1,4 @@
-"""Mirroring test-time augmentation: the muscle network's reading of a left-right mirrored scan is the mirror image."""
+"""Mirroring test-time augmentation: each network's reading of a left-right mirrored scan is the mirror image."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ def _mirror_agreement(task: str, image) -> float:
     return float((a[:, :, ::-1] == b).mean())
 
 
-def test_muscle_prediction_is_mirror_symmetric(monkeypatch):
+@pytest.mark.parametrize("task", ["muscles", "spine"])
+def test_prediction_is_mirror_symmetric(monkeypatch, task):
     from spinekit.phantom import PhantomConfig, make_phantom
 
-    if not model_paths("muscles")[0].is_file():
-        pytest.skip("no shipped muscle model")
+    if not model_paths(task)[0].is_file():
+        pytest.skip(f"no shipped {task} model")
     phantom = make_phantom(PhantomConfig(modality="t2", seed=5, levels="L3-S1", spacing=(3.0, 3.0, 3.0)))
-    assert _mirror_agreement("muscles", phantom.image) == 1.0
+    assert _mirror_agreement(task, phantom.image) == 1.0
     monkeypatch.setattr(inference, "MIRROR_AVERAGED_TASKS", ())
-    assert _mirror_agreement("muscles", phantom.image) < 1.0  # one reading alone is not symmetric
+    assert _mirror_agreement(task, phantom.image) < 1.0  # one reading alone is not symmetric

@@ -24,9 +24,9 @@ def test_real_ct_vertebrae_discs_and_levels(shared_data):
     result = segment_image(read_volume(folder / "ct.nii.gz"), ("spine",))
     truth = convert_labels(read_labels(folder / "totalseg_total_fast.nii.gz"), "totalsegmentator").spine.array
     spine = result.spine.array
-    assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.88  # benchmark: 0.906
+    assert _dice((spine >= 1) & (spine <= 24), (truth >= 1) & (truth <= 24)) > 0.88  # benchmark: 0.910
     discs = read_labels(folder / "totalseg_vertebrae_body.nii.gz").array == 2
-    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.82  # 0.859
+    assert _dice((spine > lb.DISC_OFFSET) & (spine < lb.DISC_OFFSET + 30), discs) > 0.82  # 0.857
     for name in ("T12", "L1", "L2", "L3", "L4", "L5"):  # every level in view (T11 is an 83-voxel sliver)
         level = lb.parse_level(name)
         assert _dice(spine == level, truth == level) > 0.82, name  # 0.86-0.91
@@ -45,7 +45,7 @@ def test_real_sagittal_mri_bodies_and_discs(shared_data):
         bodies.append(body_dice)
         discs.append(disc_dice)
     assert len(bodies) == 5
-    assert np.mean(bodies) > 0.70 and np.mean(discs) > 0.76  # benchmark: 0.74, 0.81
+    assert np.mean(bodies) > 0.70 and np.mean(discs) > 0.76  # benchmark: 0.75, 0.81
     assert named == 5  # L5/S1 named right, so every level counted from the sacrum: benchmark 5 of 5
 
 
@@ -60,5 +60,5 @@ def test_axial_mri_cut_above_the_sacrum_gets_whole_vertebrae(shared_data):
     volumes = {v: (spine == v).sum() * np.prod(water.spacing) / 1000 for v in vertebrae}  # cm3
     cut = {label for name, label in flags if name == "cut_by_field_of_view"}
     assert len(vertebrae) == 4 and not any(name == "implausible_volume" for name, _ in flags), flags
-    assert all(volume > 20 for v, volume in volumes.items() if v not in cut), volumes  # benchmark: 30, 34, 27 cm3
+    assert all(volume > 20 for v, volume in volumes.items() if v not in cut), volumes  # benchmark: 29, 31, 29 cm3
     assert cut and all(volumes[v] < 10 for v in cut)  # the top one, cut by the scan's first slice

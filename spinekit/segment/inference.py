@@ -123,8 +123,8 @@ def _edge_padding(
 #: (``benchmarks/bench_segment.py``): muscles, Dixon multifidus 0.68 -> 0.74, all other muscle scores equal or up.
 #: Spine: first tried in sessions 13 and 15 and left out, because a sagittal MRI slice lost its sacrum and so its
 #: levels; since the column without sacrum is read again continued below the scan (``api.column_cut_caudally``)
-#: that slice keeps them, and with ``spine-s93-step2600`` real CT vertebrae 0.907 -> 0.910 (T12 0.86 -> 0.87, L1
-#: 0.89 -> 0.90, network vertebra class 0.79 -> 0.81, discs 0.859 -> 0.857), sagittal MRI bodies 0.745 -> 0.748,
+#: that slice keeps them, and with ``spine-s93-step2600`` real CT vertebrae 0.907 -> 0.910 (T12 0.864 -> 0.866, L1
+#: 0.893 -> 0.896, network vertebra class 0.79 -> 0.81, discs 0.859 -> 0.857), sagittal MRI bodies 0.745 -> 0.748,
 #: T2 phantom vertebrae / discs / sacrum 0.79 / 0.83 / 0.84 -> 0.80 / 0.84 / 0.85 (canal 0.82 -> 0.81), levels
 #: 5 of 5 sagittal slices and 18 of 18 rib phantoms (``benchmarks/bench_levels.py``) as before.
 MIRROR_AVERAGED_TASKS = ("muscles", "spine")

@@ -14,7 +14,7 @@ from spinekit.io import Volume, check_finite, check_geometry, resample_like
 from spinekit.segment import qc
 from spinekit.segment.backends import Progress, SegmentationResult, get_backend
 from spinekit.segment.column import SACRUM, VERTEBRA, clean_columns
-from spinekit.segment.inference import predict, to_network_grid
+from spinekit.segment.inference import SemanticPrediction, predict, to_network_grid
 from spinekit.segment.instances import assign_instances, muscle_midline_x, split_muscle_sides
 from spinekit.segment.networks import load_model
 from spinekit.segment.ribs import check_levels, check_named_levels
@@ -74,6 +74,19 @@ def column_cut_caudally(semantic: Volume) -> bool:
     return bool((semantic.array == VERTEBRA).any() and not (semantic.array == SACRUM).any())
 
 
+def _read_column(
+    network, config, image: Volume, device: str, grid: Volume, hounsfield: Volume | None, midline_x: np.ndarray
+) -> tuple[SemanticPrediction, Volume]:
+    """The spine network's reading and its cleaned column (``column.clean_columns``); a column the scan's caudal end
+    cuts is read once more, continued below the scan (``column_cut_caudally``, ``inference._edge_padding``)."""
+    for pad_caudal in (False, True):
+        prediction = predict(network, config, image, device, network_grid=grid, pad_caudal=pad_caudal)
+        semantic = clean_columns(prediction.labels, hounsfield, midline_x)
+        if pad_caudal or not column_cut_caudally(semantic):
+            break
+    return prediction, semantic
+
+
 class SpinekitBackend:
     """Our own networks (``spinekit/models``): semantic classes, then instances and levels by anatomy."""
 
@@ -99,18 +112,14 @@ class SpinekitBackend:
             result.model_versions[task] = meta.get("version", "unknown")
             if config.spacing_mm not in grids:
                 grids[config.spacing_mm] = to_network_grid(image, config.spacing_mm)
+            grid = grids[config.spacing_mm]
             with torch.inference_mode():
-                prediction = predict(network, config, image, device, network_grid=grids[config.spacing_mm])
-            if task == "spine":
-                hounsfield = grids[config.spacing_mm] if modality == "ct" else None
-                midline_x = qc.body_midline_x(grids[config.spacing_mm])
-                semantic = clean_columns(prediction.labels, hounsfield, midline_x)
-                if column_cut_caudally(semantic):  # read again with the column continued below the scan
-                    with torch.inference_mode():
-                        prediction = predict(
-                            network, config, image, device, network_grid=grids[config.spacing_mm], pad_caudal=True
-                        )
-                    semantic = clean_columns(prediction.labels, hounsfield, midline_x)
+                if task == "spine":
+                    hounsfield = grid if modality == "ct" else None
+                    midline_x = qc.body_midline_x(grid)
+                    prediction, semantic = _read_column(network, config, image, device, grid, hounsfield, midline_x)
+                else:
+                    prediction = predict(network, config, image, device, network_grid=grid)
             mean_conf, low = qc.confidence_flag(prediction.confidence, prediction.labels)
             result.qc[f"{task}_mean_confidence"] = mean_conf
             if task == "spine":
